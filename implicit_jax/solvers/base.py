@@ -1,0 +1,189 @@
+"""What every fixed-point solver shares: the stopping rule, diagnostics and the iteration driver.
+
+A solver is a small immutable configuration object with two methods:
+
+* ``init(z, fz) -> state``: solver memory for the flat ``(batch, n)`` iterate ``z``
+  with ``fz = fn(z)``; every leaf of the state has a leading batch axis;
+* ``step(fn, z, fz, state) -> (z_new, fn(z_new), state_new, num_fn_evals)``.
+
+:func:`iterate` runs it to convergence. Rows of the flat view are independent
+systems (samples): each row stops on its own residual and is then frozen, so one
+sample that diverges (or turns NaN) neither poisons nor delays the others. The
+returned iterate is, per sample, the one with the lowest residual seen.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from implicit_jax._flat import row_norm
+
+FlatFn = Callable[[jax.Array], jax.Array]
+StopMode = Literal["abs", "rel"]
+STOP_MODES = ("abs", "rel")
+
+
+class SolverInfo(NamedTuple):
+    """Diagnostics of a fixed-point solve.
+
+    Attributes:
+      steps: iterations taken (one solver step each).
+      num_fn_evals: evaluations of the map (each iteration costs at least one, plus one
+        at the initial point, plus line-search trials).
+      abs_residual: :math:`\\|f(z) - z\\|` at the returned iterate, per sample when batched.
+      rel_residual: :math:`\\|f(z) - z\\| / \\|f(z)\\|`, per sample when batched.
+      converged: whether the residual named by ``stop_mode`` is ``<= tol``; never true
+        for a non-finite residual.
+    """
+
+    steps: jax.Array
+    num_fn_evals: jax.Array
+    abs_residual: jax.Array
+    rel_residual: jax.Array
+    converged: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StopCriterion:
+    """When to stop: per sample, ``residual <= tol`` where the residual is ``stop_mode``'s.
+
+    Attributes:
+      tol: tolerance on the residual.
+      max_steps: iteration cap.
+      stop_mode: ``"rel"`` (:math:`\\|f(z) - z\\| / \\|f(z)\\|`) or ``"abs"`` (:math:`\\|f(z) - z\\|`).
+      throw: raise :class:`implicit_jax.NonConvergenceError` when a solve ends unconverged.
+    """
+
+    tol: float = 1e-5
+    max_steps: int = 50
+    stop_mode: StopMode = "rel"
+    throw: bool = False
+
+    def __post_init__(self):
+        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
+            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}.")
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}.")
+        if self.stop_mode not in STOP_MODES:
+            raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {self.stop_mode!r}.")
+
+
+class AbstractFixedPointSolver(abc.ABC):
+    """Interface of the forward (and adjoint) fixed-point solvers. Subclasses are frozen dataclasses."""
+
+    #: whether :meth:`step` may run inside ``lax.scan`` under reverse-mode autodiff.
+    supports_unrolling: bool = True
+
+    @abc.abstractmethod
+    def init(self, z: jax.Array, fz: jax.Array) -> Any:
+        ...
+
+    @abc.abstractmethod
+    def step(self, fn: FlatFn, z: jax.Array, fz: jax.Array, state: Any) -> tuple[jax.Array, jax.Array, Any, int | jax.Array]:
+        ...
+
+
+class _Carry(NamedTuple):
+    z: jax.Array
+    fz: jax.Array
+    state: Any
+    best_z: jax.Array
+    best_abs: jax.Array
+    best_rel: jax.Array
+    active: jax.Array
+    steps: jax.Array
+    num_fn_evals: jax.Array
+
+
+def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-sample absolute and relative residuals of the fixed-point equation."""
+    abs_res = row_norm(fz - z)
+    return abs_res, abs_res / (row_norm(fz) + jnp.finfo(fz.dtype).tiny)
+
+
+def _select_rows(mask: jax.Array, new: Any, old: Any) -> Any:
+    def pick(a, b):
+        m = jnp.reshape(mask, mask.shape + (1,) * (jnp.ndim(a) - 1))
+        return jnp.where(m, a, b)
+
+    return jax.tree_util.tree_map(pick, new, old)
+
+
+def iterate(
+    solver: AbstractFixedPointSolver,
+    fn: FlatFn,
+    z0: jax.Array,
+    criterion: StopCriterion,
+    *,
+    state: Any = None,
+    unrolled: bool = False,
+) -> tuple[jax.Array, SolverInfo, Any]:
+    """Run ``solver`` on ``z = fn(z)`` from the flat ``(batch, n)`` point ``z0``.
+
+    Args:
+      solver: the solver configuration.
+      fn: the map on flat iterates.
+      z0: starting point.
+      criterion: tolerance, step cap and stop mode.
+      state: optional solver memory to start from (e.g. a quasi-Newton estimate to warm
+        start with); ``solver.init`` is used otherwise.
+      unrolled: run exactly ``max_steps`` masked iterations in ``lax.scan`` so that
+        reverse-mode autodiff can go through them (memory grows with ``max_steps``);
+        the default uses ``lax.while_loop`` and stops as soon as every sample is done.
+
+    Returns:
+      ``(z, info, state)``: the lowest-residual iterate per sample, diagnostics with
+      per-sample residuals, and the solver's final memory.
+    """
+    if unrolled and not solver.supports_unrolling:
+        raise ValueError(f"{type(solver).__name__} with these options cannot be unrolled (backward='unroll'); {solver.unroll_hint}")
+    tol = criterion.tol
+
+    def metric(abs_res, rel_res):
+        return abs_res if criterion.stop_mode == "abs" else rel_res
+
+    fz0 = fn(z0)
+    abs0, rel0 = residuals(z0, fz0)
+    state0 = solver.init(z0, fz0) if state is None else state
+    done0 = (metric(abs0, rel0) <= tol) | ~jnp.isfinite(abs0)
+    carry = _Carry(z0, fz0, state0, z0, abs0, rel0, ~done0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32))
+
+    def body(c: _Carry) -> _Carry:
+        z, fz, st, nfev = solver.step(fn, c.z, c.fz, c.state)
+        abs_res, rel_res = residuals(z, fz)
+        m_new, m_best = metric(abs_res, rel_res), metric(c.best_abs, c.best_rel)
+        finite = jnp.isfinite(abs_res)
+        better = c.active & ((m_new < m_best) | ~finite)
+        z, fz, st = _select_rows(c.active, (z, fz, st), (c.z, c.fz, c.state))
+        return _Carry(
+            z=z,
+            fz=fz,
+            state=st,
+            best_z=_select_rows(better, z, c.best_z),
+            best_abs=jnp.where(better, abs_res, c.best_abs),
+            best_rel=jnp.where(better, rel_res, c.best_rel),
+            active=c.active & finite & (m_new > tol),
+            steps=c.steps + 1,
+            num_fn_evals=c.num_fn_evals + nfev,
+        )
+
+    def keep_going(c: _Carry) -> jax.Array:
+        return jnp.any(c.active) & (c.steps < criterion.max_steps)
+
+    if unrolled:
+        def scan_body(c, _):
+            return lax.cond(keep_going(c), body, lambda c: c, c), None
+
+        carry, _ = lax.scan(scan_body, carry, None, length=criterion.max_steps)
+    else:
+        carry = lax.while_loop(keep_going, body, carry)
+
+    converged = (metric(carry.best_abs, carry.best_rel) <= tol) & jnp.isfinite(carry.best_abs)
+    info = SolverInfo(carry.steps, carry.num_fn_evals, carry.best_abs, carry.best_rel, converged)
+    return carry.best_z, info, carry.state

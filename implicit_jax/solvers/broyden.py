@@ -1,0 +1,98 @@
+r"""Limited-memory Broyden's method on the residual :math:`r(z) = f(z) - z`.
+
+Keeps :math:`H \approx (\partial r/\partial z)^{-1} = (J - I)^{-1}` as low-rank factors
+(:class:`implicit_jax.quasi_newton.LowRankInverse`, one estimate per sample) and steps
+
+.. math:: z_{+} = z - \alpha H r(z),
+
+with :math:`\alpha = 1`, or chosen per sample by backtracking until
+:math:`\|r(z_+)\| \le (1 - c\,\alpha) \|r(z)\|`. After each step :math:`H` gets a
+"good" or "bad" Broyden update so that :math:`H \Delta r = \Delta z`. This is the
+solver of the DEQ papers (Bai et al. 2019) and the one whose :math:`H` SHINE
+(Ramzi et al. 2022) hands to the backward pass: the final estimate is returned as
+the solver state by :func:`implicit_jax.solvers.base.iterate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from implicit_jax import quasi_newton as qn
+from implicit_jax._flat import row_norm
+from implicit_jax.solvers.base import AbstractFixedPointSolver
+
+_UPDATES = tuple(qn.BROYDEN_UPDATES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Broyden(AbstractFixedPointSolver):
+    """Limited-memory Broyden.
+
+    Attributes:
+      memory: number of rank-one updates kept (ring buffer; the oldest is overwritten).
+      update: ``"good"`` (Broyden's first method, the DEQ default) or ``"bad"``.
+      line_search: backtrack the step per sample (costs extra evaluations of ``f``).
+      max_backtracks: halvings tried by the line search before the step is taken anyway.
+      sufficient_decrease: ``c`` in the acceptance rule.
+    """
+
+    memory: int = 30
+    update: Literal["good", "bad"] = "good"
+    line_search: bool = False
+    max_backtracks: int = 4
+    sufficient_decrease: float = 1e-4
+
+    unroll_hint = "use Broyden(line_search=False) or another solver."
+
+    def __post_init__(self):
+        if not (isinstance(self.memory, int) and self.memory >= 1):
+            raise ValueError(f"Broyden(memory=...) must be an integer >= 1, got {self.memory!r}.")
+        if self.update not in _UPDATES:
+            raise ValueError(f"Broyden(update=...) must be one of {_UPDATES}, got {self.update!r}.")
+        if not (isinstance(self.max_backtracks, int) and self.max_backtracks >= 0):
+            raise ValueError(f"Broyden(max_backtracks=...) must be an integer >= 0, got {self.max_backtracks!r}.")
+
+    @property
+    def supports_unrolling(self) -> bool:  # the backtracking loop is a lax.while_loop
+        return not self.line_search
+
+    def init(self, z, fz):
+        batch, n = z.shape
+        return jax.vmap(lambda _: qn.broyden_init(n, self.memory, z.dtype))(jnp.arange(batch))
+
+    def step(self, fn, z, fz, inverse):
+        r = fz - z
+        direction = -jax.vmap(qn.matvec)(inverse, r)
+        z_new = z + direction
+        fz_new = fn(z_new)
+        nfev = jnp.ones((), jnp.int32)
+        if self.line_search:
+            z_new, fz_new, nfev = self._backtrack(fn, z, r, direction, z_new, fz_new)
+        update = qn.BROYDEN_UPDATES[self.update]
+        inverse = jax.vmap(update)(inverse, z_new - z, (fz_new - z_new) - r)
+        return z_new, fz_new, inverse, nfev
+
+    def _backtrack(self, fn, z, r, direction, z_try, fz_try):
+        norm0 = row_norm(r)
+
+        def accepted(alpha, z_t, fz_t):
+            return row_norm(fz_t - z_t) <= (1.0 - self.sufficient_decrease * alpha) * norm0
+
+        def cond(carry):
+            alpha, z_t, fz_t, tries = carry
+            return (tries < self.max_backtracks) & ~jnp.all(accepted(alpha, z_t, fz_t))
+
+        def body(carry):
+            alpha, z_t, fz_t, tries = carry
+            alpha = jnp.where(accepted(alpha, z_t, fz_t), alpha, 0.5 * alpha)
+            z_t = z + alpha[:, None] * direction
+            return alpha, z_t, fn(z_t), tries + 1
+
+        alpha0 = jnp.ones(z.shape[:1], z.dtype)
+        _, z_t, fz_t, tries = lax.while_loop(cond, body, (alpha0, z_try, fz_try, jnp.zeros((), jnp.int32)))
+        return z_t, fz_t, 1 + tries

@@ -79,6 +79,8 @@ class AbstractFixedPointSolver(abc.ABC):
 
     #: whether :meth:`step` may run inside ``lax.scan`` under reverse-mode autodiff.
     supports_unrolling: bool = True
+    #: what to do instead when ``supports_unrolling`` is false.
+    unroll_hint: str = ""
 
     @abc.abstractmethod
     def init(self, z: jax.Array, fz: jax.Array) -> Any:

@@ -47,7 +47,7 @@ class Broyden(AbstractFixedPointSolver):
     max_backtracks: int = 4
     sufficient_decrease: float = 1e-4
 
-    unroll_hint = "use Broyden(line_search=False) or another solver."
+    unroll_hint: str = dataclasses.field(default="use Broyden(line_search=False) or another solver.", init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not (isinstance(self.memory, int) and self.memory >= 1):

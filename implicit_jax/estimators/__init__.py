@@ -1,0 +1,48 @@
+"""Backward estimators for fixed points: one module and one ``jax.custom_vjp`` per mode."""
+
+from implicit_jax.estimators.base import AbstractBackward, BackwardInfo, FixedPointProblem, backward_tap, custom_fixed_point
+from implicit_jax.estimators.implicit import ADJOINT_SOLVERS, Implicit
+from implicit_jax.estimators.jfb import JFB
+from implicit_jax.estimators.phantom import PhantomNeumann, PhantomUnroll
+from implicit_jax.estimators.shine import Shine
+from implicit_jax.estimators.unroll import Unroll
+
+#: backward names accepted by ``fixed_point(backward=...)``, mapped to default configurations.
+BACKWARDS = {
+    "unroll": Unroll,
+    "implicit": Implicit,
+    "shine": Shine,
+    "jfb": JFB,
+    "phantom_unroll": PhantomUnroll,
+    "phantom_neumann": PhantomNeumann,
+}
+
+
+def resolve_backward(backward) -> AbstractBackward:
+    """A backward name or configured object -> configured object (ValueError listing the names)."""
+    if isinstance(backward, AbstractBackward):
+        return backward
+    if isinstance(backward, str) and backward in BACKWARDS:
+        return BACKWARDS[backward]()
+    raise ValueError(
+        f"unknown backward {backward!r}; valid names are {sorted(BACKWARDS)}, or pass a configured "
+        "object such as PhantomUnroll(k=5, damping=0.5), Shine(fallback=True) or Implicit(solver='gmres')."
+    )
+
+
+__all__ = [
+    "ADJOINT_SOLVERS",
+    "AbstractBackward",
+    "BACKWARDS",
+    "BackwardInfo",
+    "FixedPointProblem",
+    "Implicit",
+    "JFB",
+    "PhantomNeumann",
+    "PhantomUnroll",
+    "Shine",
+    "Unroll",
+    "backward_tap",
+    "custom_fixed_point",
+    "resolve_backward",
+]

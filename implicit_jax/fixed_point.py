@@ -1,0 +1,100 @@
+r"""The root-finding entry point: ``z = fixed_point(f, params, x, backward=...)``.
+
+Solves :math:`z^\star = f(\theta, z^\star, x)` with a pure-JAX solver and gives
+:math:`z^\star` the gradient that ``backward`` names. ``f`` has the signature of a
+Flax ``apply``: ``f(params, z, x) -> z``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from implicit_jax import _flat
+from implicit_jax.errors import raise_if_not_converged
+from implicit_jax.estimators import AbstractBackward, BackwardInfo, FixedPointProblem, resolve_backward
+from implicit_jax.solvers import AbstractFixedPointSolver, SolverInfo, StopCriterion, resolve_solver
+
+PyTree = Any
+
+
+def _check_map(f, params, z0, x) -> None:
+    try:
+        out = jax.eval_shape(f, params, z0, x)
+    except (TypeError, ValueError) as error:
+        shapes = jax.tree_util.tree_map(lambda a: f"{jnp.result_type(a)}{list(jnp.shape(a))}", z0)
+        raise type(error)(f"f(params, z, x) failed when called with z of shapes {shapes}: {error}") from error
+    _flat.check_same_layout(z0, out)
+
+
+def _drop_batch(info: SolverInfo) -> SolverInfo:
+    return info._replace(abs_residual=info.abs_residual[0], rel_residual=info.rel_residual[0], converged=info.converged[0])
+
+
+def fixed_point(
+    f: Callable[[PyTree, PyTree, PyTree], PyTree],
+    params: PyTree,
+    x: PyTree,
+    *,
+    z0: PyTree | None = None,
+    solver: str | AbstractFixedPointSolver = "anderson",
+    backward: str | AbstractBackward = "implicit",
+    tol: float = 1e-5,
+    max_steps: int = 50,
+    stop_mode: str = "rel",
+    batched: bool = False,
+    throw: bool = False,
+    return_info: bool = False,
+    backward_tap: BackwardInfo | None = None,
+):
+    """Solve ``z = f(params, z, x)`` and differentiate the solution with the chosen estimator.
+
+    Args:
+      f: the map, ``f(params, z, x) -> z`` with the same pytree structure, shapes and
+        dtypes for ``z`` in and out. It may close over traced values.
+      params: parameters (any pytree); gradients flow to them.
+      x: input (any pytree); gradients flow to it.
+      z0: starting point; defaults to ``zeros_like(x)`` (pass it when the state's shape
+        differs from the input's). Its gradient is zero except for ``backward="unroll"``.
+      solver: ``"anderson"``, ``"broyden"``, ``"fixed_point_iteration"`` or a configured
+        object (``Anderson(memory=5)``, ``Broyden(memory=30)``, ``FixedPointIteration(damping=0.5)``).
+      backward: ``"implicit"``, ``"shine"``, ``"jfb"``, ``"phantom_unroll"``,
+        ``"phantom_neumann"``, ``"unroll"`` or a configured object
+        (``Implicit(solver="gmres")``, ``Shine(fallback=True)``, ``PhantomUnroll(k=5, damping=0.5)``...).
+      tol: tolerance on the residual named by ``stop_mode`` (per sample).
+      max_steps: iteration cap of the forward solve.
+      stop_mode: ``"rel"`` (:math:`\\|f(z)-z\\|/\\|f(z)\\|`) or ``"abs"`` (:math:`\\|f(z)-z\\|`).
+      batched: the leading axis of every leaf of ``z`` indexes independent samples: each
+        gets its own stopping test, quasi-Newton/Anderson memory and residual.
+      throw: raise :class:`NonConvergenceError` if the forward solve (or the backward's
+        adjoint solve) ends unconverged; works under ``jit``.
+      return_info: also return the forward :class:`SolverInfo`.
+      backward_tap: a :func:`backward_tap` value; its gradient is the :class:`BackwardInfo`
+        of the backward pass.
+
+    Returns:
+      ``z`` (same structure as ``z0``), or ``(z, info)`` with ``return_info=True``.
+      ``info`` fields are per sample (shape ``(batch,)``) when ``batched``.
+    """
+    solver = resolve_solver(solver)
+    backward = resolve_backward(backward)
+    backward.check_solver(solver)
+    criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw)
+    if z0 is None:
+        z0 = jax.tree_util.tree_map(jnp.zeros_like, x)
+    layout = _flat.layout_of(z0, batched)
+    _check_map(f, params, z0, x)
+
+    # Hoist values that f closes over into explicit (differentiable) arguments, so that
+    # custom_vjp sees no leaked tracers and gradients reach them too.
+    converted, consts = jax.closure_convert(f, params, z0, x)
+    problem = FixedPointProblem(lambda p, z, xx: converted(p[0], z, xx, *p[1]), layout)
+    z, info = backward.solve(problem, solver, criterion, (params, consts), x, _flat.flatten(layout, z0), backward_tap)
+    if not batched:
+        info = _drop_batch(info)
+    if throw:
+        raise_if_not_converged(info)
+    z = _flat.unflatten(layout, z)
+    return (z, info) if return_info else z

@@ -11,7 +11,8 @@ i.e. :math:`\alpha \propto (G G^\top + \rho I)^{-1} \mathbf 1`, and the next ite
 .. math:: x_{+} = \beta \sum_i \alpha_i f_i + (1 - \beta) \sum_i \alpha_i x_i .
 
 (Anderson 1965; Walker & Ni 2011, Alg. AA.) The Tikhonov term :math:`\rho` is
-``regularization`` times the mean of the Gram diagonal, so it is scale-free. One
+``regularization`` times the smallest squared residual norm in memory, so it is
+scale-free and never swamps the newest (smallest) residual. One
 evaluation of ``f`` per step; ``O(m^2 n)`` extra work per sample.
 """
 
@@ -45,7 +46,7 @@ def _push(state: AndersonState, x: jax.Array, fx: jax.Array) -> AndersonState:
 def mixing_weights(residuals: jax.Array, valid: jax.Array, regularization: float) -> jax.Array:
     """Weights :math:`\\alpha` (summing to one over valid slots) for one sample's ``(m, n)`` residuals."""
     gram = residuals @ residuals.T
-    scale = jnp.sum(jnp.where(valid, jnp.diag(gram), 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+    scale = jnp.min(jnp.where(valid, jnp.diag(gram), jnp.inf))
     both = valid[:, None] & valid[None, :]
     eye = jnp.eye(valid.shape[0], dtype=gram.dtype)
     system = jnp.where(both, gram, 0.0) + eye * jnp.where(valid, regularization * scale + jnp.finfo(gram.dtype).tiny, 1.0)

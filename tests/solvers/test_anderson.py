@@ -1,0 +1,42 @@
+"""Anderson acceleration."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from implicit_jax.solvers import Anderson, FixedPointIteration, StopCriterion, iterate
+from implicit_jax.solvers.anderson import mixing_weights
+from tests.helpers import contraction
+
+
+def test_mixing_weights_solve_the_constrained_least_squares():
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((4, 10))
+    valid = jnp.array([True, True, True, False])
+    alpha = np.asarray(mixing_weights(jnp.asarray(g), valid, 0.0))
+    assert alpha[3] == 0 and np.isclose(alpha.sum(), 1.0)
+    # optimality: compare with the closed form on the valid slots
+    gv = g[:3]
+    w = np.linalg.solve(gv @ gv.T, np.ones(3))
+    np.testing.assert_allclose(alpha[:3], w / w.sum(), rtol=1e-6)
+
+
+def test_anderson_solves_a_linear_system_in_few_steps():
+    # On a linear map, Anderson with memory >= n is GMRES-like: converges in about n steps.
+    n = 8
+    w = contraction(jax.random.PRNGKey(0), n, 0.95)
+    b = jnp.ones(n, jnp.float64)
+    fn = lambda z: z @ w.T + b
+    criterion = StopCriterion(tol=1e-9, max_steps=200)
+    z, info, _ = iterate(Anderson(memory=n + 1), fn, jnp.zeros((1, n), jnp.float64), criterion)
+    _, plain, _ = iterate(FixedPointIteration(), fn, jnp.zeros((1, n), jnp.float64), criterion)
+    np.testing.assert_allclose(z[0], np.linalg.solve(np.eye(n) - w, b), rtol=1e-7)
+    assert int(info.steps) <= n + 3 < int(plain.steps)
+
+
+def test_invalid_configuration():
+    with pytest.raises(ValueError, match="memory"):
+        Anderson(memory=0)
+    with pytest.raises(ValueError, match="mixing"):
+        Anderson(mixing=0.0)

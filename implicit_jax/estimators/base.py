@@ -133,21 +133,22 @@ def custom_fixed_point(rule: CotangentRule, name: str):
     """Wrap a cotangent rule into a ``jax.custom_vjp`` fixed-point solve.
 
     The returned function has signature
-    ``(config, problem, solver, criterion, params, x, z0, tap) -> (z, info)`` with flat
-    ``z0``/``z``; ``config``, ``problem``, ``solver`` and ``criterion`` are static.
+    ``(config, problem, solver, criterion, want_info, params, x, z0, tap) -> (z, info)``
+    with flat ``z0``/``z``; the first five arguments are static (``want_info``: a tap
+    was passed, so the backward info is consumed).
     """
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-    def solve(config, problem, solver, criterion, params, x, z0, tap):
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+    def solve(config, problem, solver, criterion, want_info, params, x, z0, tap):
         z, info, _ = problem.solve(solver, criterion, params, x, z0)
         return z, info
 
-    def solve_fwd(config, problem, solver, criterion, params, x, z0, tap):
+    def solve_fwd(config, problem, solver, criterion, want_info, params, x, z0, tap):
         z, info, state = problem.solve(solver, criterion, params, x, z0)
-        return (z, info), (params, x, z, state, tap is not None, jnp.zeros_like(z0))
+        return (z, info), (params, x, z, state, jnp.zeros_like(z0))
 
-    def solve_bwd(config, problem, solver, criterion, residuals, cotangents):
-        params, x, z, state, want_info, zero_z0 = residuals
+    def solve_bwd(config, problem, solver, criterion, want_info, residuals, cotangents):
+        params, x, z, state, zero_z0 = residuals
         g, _ = cotangents
         ctx = BackwardContext(problem, solver, criterion, params, x, z, state, want_info)
         (d_params, d_x), info = rule(config, ctx, g)
@@ -191,4 +192,4 @@ class CustomVJPBackward(AbstractBackward):
     _custom_solve: Callable = None
 
     def solve(self, problem, solver, criterion, params, x, z0, tap):
-        return type(self)._custom_solve(self, problem, solver, criterion, params, x, z0, tap)
+        return type(self)._custom_solve(self, problem, solver, criterion, tap is not None, params, x, z0, tap)

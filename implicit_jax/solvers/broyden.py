@@ -5,8 +5,13 @@ Keeps :math:`H \approx (\partial r/\partial z)^{-1} = (J - I)^{-1}` as low-rank 
 
 .. math:: z_{+} = z - \alpha H r(z),
 
-with :math:`\alpha = 1`, or chosen per sample by backtracking until
-:math:`\|r(z_+)\| \le (1 - c\,\alpha) \|r(z)\|`. After each step :math:`H` gets a
+with :math:`\alpha = 1`, or chosen per sample by backtracking (halving) until the
+non-monotone test of Li & Fukushima (2000, eq. 2.5, without its :math:`\|\alpha d\|^2` term)
+
+.. math:: \|r(z_+)\| \le (1 + \eta_k - c\,\alpha) \|r(z)\|, \qquad \eta_k = \eta_0 / (k + 1)^2
+
+holds: Broyden's residual is not monotone even on linear problems, so a monotone test
+would reject good steps; the summable allowance :math:`\eta_k` still stops runaways. After each step :math:`H` gets a
 "good" or "bad" Broyden update so that :math:`H \Delta r = \Delta z`. This is the
 solver of the DEQ papers (Bai et al. 2019) and the one whose :math:`H` SHINE
 (Ramzi et al. 2022) hands to the backward pass: the final estimate is returned as
@@ -16,7 +21,7 @@ the solver state by :func:`implicit_jax.solvers.base.iterate`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +34,11 @@ from implicit_jax.solvers.base import AbstractFixedPointSolver
 _UPDATES = tuple(qn.BROYDEN_UPDATES)
 
 
+class BroydenState(NamedTuple):
+    inverse: qn.LowRankInverse  # leaves with a leading batch axis: one estimate per sample
+    steps: jax.Array  # (batch,) steps taken, for the line search's allowance
+
+
 @dataclasses.dataclass(frozen=True)
 class Broyden(AbstractFixedPointSolver):
     """Limited-memory Broyden.
@@ -39,6 +49,7 @@ class Broyden(AbstractFixedPointSolver):
       line_search: backtrack the step per sample (costs extra evaluations of ``f``).
       max_backtracks: halvings tried by the line search before the step is taken anyway.
       sufficient_decrease: ``c`` in the acceptance rule.
+      nonmonotone: :math:`\\eta_0`, the residual growth the line search tolerates at the first step.
     """
 
     memory: int = 30
@@ -46,6 +57,7 @@ class Broyden(AbstractFixedPointSolver):
     line_search: bool = False
     max_backtracks: int = 4
     sufficient_decrease: float = 1e-4
+    nonmonotone: float = 1.0
 
     unroll_hint: str = dataclasses.field(default="use Broyden(line_search=False) or another solver.", init=False, repr=False, compare=False)
 
@@ -63,25 +75,27 @@ class Broyden(AbstractFixedPointSolver):
 
     def init(self, z, fz):
         batch, n = z.shape
-        return jax.vmap(lambda _: qn.broyden_init(n, self.memory, z.dtype))(jnp.arange(batch))
+        inverse = jax.vmap(lambda _: qn.broyden_init(n, self.memory, z.dtype))(jnp.arange(batch))
+        return BroydenState(inverse, jnp.zeros((batch,), jnp.int32))
 
-    def step(self, fn, z, fz, inverse):
+    def step(self, fn, z, fz, state):
         r = fz - z
-        direction = -jax.vmap(qn.matvec)(inverse, r)
+        direction = -jax.vmap(qn.matvec)(state.inverse, r)
         z_new = z + direction
         fz_new = fn(z_new)
         nfev = jnp.ones((), jnp.int32)
         if self.line_search:
-            z_new, fz_new, nfev = self._backtrack(fn, z, r, direction, z_new, fz_new)
+            z_new, fz_new, nfev = self._backtrack(fn, z, r, direction, z_new, fz_new, state.steps)
         update = qn.BROYDEN_UPDATES[self.update]
-        inverse = jax.vmap(update)(inverse, z_new - z, (fz_new - z_new) - r)
-        return z_new, fz_new, inverse, nfev
+        inverse = jax.vmap(update)(state.inverse, z_new - z, (fz_new - z_new) - r)
+        return z_new, fz_new, BroydenState(inverse, state.steps + 1), nfev
 
-    def _backtrack(self, fn, z, r, direction, z_try, fz_try):
+    def _backtrack(self, fn, z, r, direction, z_try, fz_try, steps):
         norm0 = row_norm(r)
+        allowance = self.nonmonotone / jnp.square(steps + 1.0).astype(z.dtype)
 
         def accepted(alpha, z_t, fz_t):
-            return row_norm(fz_t - z_t) <= (1.0 - self.sufficient_decrease * alpha) * norm0
+            return row_norm(fz_t - z_t) <= (1.0 + allowance - self.sufficient_decrease * alpha) * norm0
 
         def cond(carry):
             alpha, z_t, fz_t, tries = carry

@@ -1,0 +1,72 @@
+"""Exact implicit differentiation against closed forms, dense Jacobian solves and finite differences."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import implicit_jax as ij
+from implicit_jax.estimators import ADJOINT_SOLVERS
+from tests.helpers import dense_implicit_grad, linear_closed_form, linear_problem, tanh_layer
+
+
+@pytest.mark.parametrize("adjoint", ADJOINT_SOLVERS)
+def test_linear_map_matches_closed_form(adjoint):
+    f, params, x, c = linear_problem()
+    u = jnp.linalg.solve(jnp.eye(6) - params["W"].T, c)
+    z_exact, grads_exact, dx_exact = linear_closed_form(params, x, c, u)
+
+    def loss(p, x):
+        z = ij.fixed_point(f, p, x, backward=ij.Implicit(solver=adjoint, tol=1e-12, max_steps=300), tol=1e-12, max_steps=300)
+        return jnp.sum(c * z), z
+
+    (_, z), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+    chex.assert_trees_all_close(z, z_exact, atol=1e-5)
+    chex.assert_trees_all_close(grads, (grads_exact, dx_exact), atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["anderson", "broyden", "fixed_point_iteration"])
+def test_tanh_layer_matches_dense_jacobian_solve(solver):
+    f, params, x, c = tanh_layer(d=16, batch=3)
+    z = ij.fixed_point(f, params, x, solver=solver, tol=1e-12, max_steps=500, batched=True)
+    expected = dense_implicit_grad(f, params, x, z, c)
+    grads = jax.grad(lambda p, x: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, tol=1e-12, max_steps=500, batched=True)), argnums=(0, 1))(params, x)
+    chex.assert_trees_all_close(grads, expected, atol=1e-8, rtol=1e-7)
+
+
+def test_tanh_layer_matches_finite_differences():
+    f, params, x, c = tanh_layer(d=8, batch=2)
+    loss = lambda p: jnp.sum(c * ij.fixed_point(f, p, x, tol=1e-13, max_steps=500, batched=True))
+    grads = jax.grad(loss)(params)
+    direction = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.PRNGKey(7), a.shape, a.dtype), params)
+    eps = 1e-6
+    shift = lambda s: jax.tree_util.tree_map(lambda a, d: a + s * eps * d, params, direction)
+    fd = (loss(shift(1.0)) - loss(shift(-1.0))) / (2 * eps)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
+    np.testing.assert_allclose(analytic, fd, rtol=1e-6)
+
+
+def test_backward_tap_reports_the_adjoint_solve():
+    f, params, x, c = tanh_layer(d=8, batch=2)
+
+    def loss(p, tap):
+        return jnp.sum(c * ij.fixed_point(f, p, x, batched=True, tol=1e-8, backward=ij.Implicit(tol=1e-9), backward_tap=tap))
+
+    _, info = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, ij.backward_tap(jnp.float64))
+    assert 1 <= float(info.steps) < 50 and float(info.converged) == 1.0
+    assert float(info.rel_residual) <= 1e-9
+
+
+def test_unconverged_adjoint_raises_with_throw():
+    f, params, x, c = tanh_layer(d=8, batch=2)
+    loss = lambda p: jnp.sum(c * ij.fixed_point(f, p, x, batched=True, throw=True, backward=ij.Implicit(solver="fixed_point_iteration", max_steps=2, tol=1e-12)))
+    with pytest.raises(Exception, match="adjoint solve of backward='implicit' did not converge"):
+        jax.block_until_ready(jax.jit(jax.grad(loss))(params))
+
+
+def test_invalid_configuration():
+    with pytest.raises(ValueError, match="valid names are"):
+        ij.Implicit(solver="cg")
+    with pytest.raises(ValueError, match="max_steps"):
+        ij.Implicit(max_steps=0)

@@ -1,0 +1,33 @@
+"""Backprop through the unrolled solver: the reference the implicit estimators approximate."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import implicit_jax as ij
+from tests.helpers import linear_closed_form, linear_problem, tanh_layer
+
+
+@pytest.mark.parametrize("solver", ["fixed_point_iteration", "anderson", "broyden"])
+def test_linear_map_matches_closed_form(solver):
+    f, params, x, c = linear_problem()
+    u = jnp.linalg.solve(jnp.eye(6) - params["W"].T, c)
+    _, expected, dx = linear_closed_form(params, x, c, u)
+    loss = lambda p, x: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, backward="unroll", tol=1e-12, max_steps=200))
+    chex.assert_trees_all_close(jax.grad(loss, argnums=(0, 1))(params, x), (expected, dx), atol=1e-5)
+
+
+def test_gradient_reaches_z0_only_when_unconverged():
+    f, params, x, c = tanh_layer(d=8, batch=2)
+    z0 = jnp.zeros_like(x)
+    grad_z0 = lambda steps: jax.grad(lambda z0: jnp.sum(c * ij.fixed_point(f, params, x, z0=z0, backward="unroll", tol=1e-14, max_steps=steps, batched=True)))(z0)
+    assert np.linalg.norm(grad_z0(2)) > 1e-2
+    assert np.linalg.norm(grad_z0(200)) < 1e-10
+
+
+def test_line_search_cannot_be_unrolled():
+    f, params, x, _ = linear_problem()
+    with pytest.raises(ValueError, match="line_search=False"):
+        ij.fixed_point(f, params, x, solver=ij.Broyden(line_search=True), backward="unroll")

@@ -1,0 +1,150 @@
+"""The public entry point: pytrees, transformations, dtypes and bad input."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import implicit_jax as ij
+from tests.helpers import cosine, linear_problem, tanh_layer
+
+ALL_BACKWARDS = sorted(ij.BACKWARDS)
+
+
+def solver_for(backward):
+    return "broyden" if backward == "shine" else "anderson"
+
+
+def pytree_problem(dtype=jnp.float32):
+    """Dict params and a tuple state (a, b) coupled through both halves."""
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {"A": 0.4 * jax.random.normal(k[0], (4, 4), dtype) / 2, "B": {"w": 0.3 * jax.random.normal(k[1], (3, 4), dtype) / 2}}
+    x = jax.random.normal(k[2], (4,), dtype)
+
+    def f(p, z, x):
+        a, b = z
+        return jnp.tanh(p["A"] @ a + x + 0.1 * jnp.sum(b)), jnp.tanh(p["B"]["w"] @ a)
+
+    z0 = (jnp.zeros(4, dtype), jnp.zeros(3, dtype))
+    return f, params, x, z0
+
+
+@pytest.mark.parametrize("backward", ALL_BACKWARDS)
+def test_pytree_params_and_tuple_state_with_every_backward(backward):
+    f, params, x, z0 = pytree_problem()
+    loss = lambda p, x: sum(jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, solver=solver_for(backward), backward=backward, tol=1e-6))
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+    chex.assert_trees_all_equal_structs(grads, (params, x))
+    chex.assert_tree_all_finite(grads)
+    exact = jax.grad(lambda p, x: sum(jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, backward="unroll", tol=1e-7, max_steps=100)), argnums=(0, 1))(params, x)
+    assert cosine(grads, exact) > 0.9
+
+
+def test_implicit_matches_unroll_on_pytrees_in_float64():
+    f, params, x, z0 = pytree_problem(jnp.float64)
+    grad = lambda bw: jax.grad(lambda p, x: sum(jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, backward=bw, tol=1e-13, max_steps=200)), argnums=(0, 1))(params, x)
+    chex.assert_trees_all_close(grad("implicit"), grad("unroll"), atol=1e-9)
+
+
+@pytest.mark.parametrize("backward", ALL_BACKWARDS)
+def test_vmap_over_samples_equals_the_batched_solve(backward):
+    # float64. SHINE reads Broyden's last updates, whose steps near convergence are ~1e-10 and
+    # rounding-dominated, so batched and per-sample matmuls differ there (seen: 6e-6 relative
+    # in float64, 1e-3 in float32 at tol 1e-6); the other estimators agree to 1e-7.
+    f, params, x, c = tanh_layer(d=8, batch=3, dtype=jnp.float64)
+    kwargs = dict(solver=solver_for(backward), backward=backward, tol=1e-10)
+    batched = lambda p: jnp.sum(c * ij.fixed_point(f, p, x, batched=True, **kwargs))
+    per_sample = lambda p: jnp.sum(c * jax.vmap(lambda xi: ij.fixed_point(lambda p, z, x: f(p, z[None], x[None])[0], p, xi, **kwargs))(x))
+    rtol = 1e-4 if backward == "shine" else 1e-7
+    chex.assert_trees_all_close(jax.grad(batched)(params), jax.jit(jax.grad(per_sample))(params), rtol=rtol, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_dtypes_are_preserved_and_info_is_reported(dtype):
+    f, params, x, c = tanh_layer(d=8, batch=2, dtype=dtype)
+    tol = 1e-5 if dtype == jnp.float32 else 1e-12
+    z, info = jax.jit(lambda p, x: ij.fixed_point(f, p, x, batched=True, tol=tol, return_info=True))(params, x)
+    assert z.dtype == dtype
+    grads = jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, batched=True, tol=tol)))(params)
+    assert all(g.dtype == dtype for g in jax.tree_util.tree_leaves(grads))
+    assert info.converged.shape == (2,) and bool(info.converged.all())
+    assert int(info.num_fn_evals) == int(info.steps) + 1
+    np.testing.assert_array_less(np.asarray(info.rel_residual), tol)
+
+
+def test_unbatched_info_is_scalar_and_gradients_reach_x_and_closed_over_values():
+    f, params, x, c = linear_problem()
+    scale = jnp.asarray(0.5)
+
+    def loss(p, x, scale):
+        z, info = ij.fixed_point(lambda p, z, x: scale * f(p, z, x), p, x, tol=1e-12, return_info=True)
+        assert info.converged.shape == ()
+        return jnp.sum(c * z)
+
+    grads = jax.grad(loss, argnums=(0, 1, 2))(params, x, scale)
+    fd = (loss(params, x, scale + 1e-6) - loss(params, x, scale - 1e-6)) / 2e-6
+    np.testing.assert_allclose(grads[2], fd, rtol=1e-6)
+    assert np.linalg.norm(grads[1]) > 0
+
+
+def test_configured_objects_are_hashable_static_arguments():
+    f, params, x, c = tanh_layer(d=8, batch=2, dtype=jnp.float32)
+
+    @jax.jit
+    def run(p):
+        return jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, solver=ij.Broyden(memory=10), backward=ij.Shine(fallback=True), batched=True)))(p)
+
+    chex.assert_tree_all_finite(run(params))
+    assert hash(ij.PhantomUnroll(k=5, damping=0.5)) == hash(ij.PhantomUnroll(k=5, damping=0.5))
+    assert ij.Implicit(solver="gmres") == ij.Implicit(solver="gmres")
+    jax.jit(lambda p, bw: ij.fixed_point(f, p, x, backward=bw, batched=True), static_argnums=1)(params, ij.PhantomNeumann(k=3))
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_unknown_names_list_the_valid_choices():
+    f, params, x, _ = linear_problem()
+    with pytest.raises(ValueError, match=r"unknown solver 'newton'; valid names are \['anderson', 'broyden', 'fixed_point_iteration'\]"):
+        ij.fixed_point(f, params, x, solver="newton")
+    with pytest.raises(ValueError, match=r"unknown backward 'exact'; valid names are \['implicit', 'jfb', 'phantom_neumann', 'phantom_unroll', 'shine', 'unroll'\]"):
+        ij.fixed_point(f, params, x, backward="exact")
+    with pytest.raises(ValueError, match="stop_mode must be one of"):
+        ij.fixed_point(f, params, x, stop_mode="max")
+
+
+def test_shape_change_fails_at_trace_time_naming_both_shapes():
+    f = lambda p, z, x: jnp.concatenate([z, x])
+    with pytest.raises(ValueError, match=r"leaf 0 of z has shape \(3,\), but it returned shape \(6,\)"):
+        jax.jit(lambda x: ij.fixed_point(f, None, x)).lower(jnp.ones(3))
+
+
+def test_dtype_change_fails_at_trace_time():
+    f = lambda p, z, x: (z + x).astype(jnp.float64)
+    with pytest.raises(TypeError, match="leaf 0 of z has dtype float32, but it returned dtype float64"):
+        ij.fixed_point(f, None, jnp.ones(3, jnp.float32))
+
+
+def test_structure_change_and_integer_state_fail_clearly():
+    with pytest.raises(ValueError, match="same pytree structure"):
+        ij.fixed_point(lambda p, z, x: (z, z), None, jnp.ones(3))
+    with pytest.raises(TypeError, match="floating-point"):
+        ij.fixed_point(lambda p, z, x: z, None, jnp.ones(3, jnp.int32))
+
+
+def test_nan_map_is_never_converged():
+    f = lambda p, z, x: z * jnp.nan + x
+    z, info = jax.jit(lambda x: ij.fixed_point(f, None, x, return_info=True))(jnp.ones(3))
+    assert not bool(info.converged)
+    assert not np.isfinite(float(info.abs_residual))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_throw_raises_on_non_convergence(jit):
+    f, params, x, _ = tanh_layer(d=8, batch=2, dtype=jnp.float32)
+    solve = lambda x: ij.fixed_point(f, params, x, batched=True, max_steps=2, tol=1e-7, throw=True)
+    solve = jax.jit(solve) if jit else solve
+    with pytest.raises(Exception, match=r"fixed_point did not converge: 2 of 2 sample\(s\) unconverged after 2 steps"):
+        jax.block_until_ready(solve(x))
+    # and nothing is raised when it converges
+    jax.block_until_ready(ij.fixed_point(f, params, x, batched=True, tol=1e-4, throw=True))

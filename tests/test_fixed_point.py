@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import implicit_jax as ij
-from tests.helpers import cosine, linear_problem, tanh_layer
+from implicit_jax.problems import tree_cosine, linear_problem, tanh_layer
 
 ALL_BACKWARDS = sorted(ij.BACKWARDS)
 
@@ -38,7 +38,7 @@ def test_pytree_params_and_tuple_state_with_every_backward(backward):
     chex.assert_trees_all_equal_structs(grads, (params, x))
     chex.assert_tree_all_finite(grads)
     exact = jax.grad(lambda p, x: sum(jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, backward="unroll", tol=1e-7, max_steps=100)), argnums=(0, 1))(params, x)
-    assert cosine(grads, exact) > 0.9
+    assert tree_cosine(grads, exact) > 0.9
 
 
 def test_implicit_matches_unroll_on_pytrees_in_float64():

@@ -8,7 +8,7 @@ import pytest
 
 import implicit_jax as ij
 from implicit_jax.estimators import ADJOINT_SOLVERS
-from tests.helpers import dense_implicit_grad, linear_closed_form, linear_problem, tanh_layer
+from implicit_jax.problems import dense_implicit_grad, linear_closed_form, linear_problem, tanh_layer
 
 
 @pytest.mark.parametrize("adjoint", ADJOINT_SOLVERS)

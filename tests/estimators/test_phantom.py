@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import implicit_jax as ij
-from tests.helpers import cosine, linear_closed_form, linear_problem, tanh_layer
+from implicit_jax.problems import tree_cosine, linear_closed_form, linear_problem, tanh_layer
 
 
 def neumann_adjoint(w, c, k, damping):
@@ -34,7 +34,7 @@ def phantom_cosines(estimator, damping, ks):
     def grad(bw):
         return jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, backward=bw, tol=1e-12, max_steps=300, batched=True)))(params)
     exact = grad("implicit")
-    return [cosine(grad(estimator(k=k, damping=damping)), exact) for k in ks]
+    return [tree_cosine(grad(estimator(k=k, damping=damping)), exact) for k in ks]
 
 
 @pytest.mark.parametrize("damping", [0.5, 1.0])

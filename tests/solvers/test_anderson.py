@@ -7,7 +7,7 @@ import pytest
 
 from implicit_jax.solvers import Anderson, FixedPointIteration, StopCriterion, iterate
 from implicit_jax.solvers.anderson import mixing_weights
-from tests.helpers import contraction
+from implicit_jax.problems import contraction
 
 
 def test_mixing_weights_solve_the_constrained_least_squares():

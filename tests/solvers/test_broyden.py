@@ -7,7 +7,7 @@ import pytest
 
 from implicit_jax import quasi_newton as qn
 from implicit_jax.solvers import Broyden, FixedPointIteration, StopCriterion, iterate
-from tests.helpers import contraction
+from implicit_jax.problems import contraction
 
 
 def linear_map(n=6, norm=0.95, seed=0):

@@ -1,4 +1,12 @@
-"""Small problems with known answers, shared by the tests."""
+"""Small reference problems with known answers, for tests, demos and benchmarks.
+
+* :func:`linear_problem`: :math:`z = W z + U x + b`, whose fixed point and gradients
+  have closed forms (:func:`linear_closed_form`);
+* :func:`tanh_layer`: the DEQ layer :math:`z = \\tanh(z W^\\top + x U^\\top)` with
+  :math:`\\|W\\|_2` set exactly, and :func:`dense_implicit_grad`, its exact gradient
+  by dense Jacobians (small sizes only);
+* :func:`tree_cosine`: the cosine between two gradient pytrees.
+"""
 
 from __future__ import annotations
 
@@ -60,10 +68,11 @@ def dense_implicit_grad(f, params, x, z_star, c):
     return vjp(u)
 
 
-def flat(tree) -> jax.Array:
+def tree_ravel(tree) -> jax.Array:
     return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(tree)])
 
 
-def cosine(a, b) -> float:
-    a, b = flat(a), flat(b)
+def tree_cosine(a, b) -> float:
+    """Cosine of the angle between two pytrees of arrays, as flat vectors."""
+    a, b = tree_ravel(a), tree_ravel(b)
     return float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))

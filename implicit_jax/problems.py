@@ -15,9 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def contraction(key, d: int, norm: float, dtype=jnp.float64) -> jax.Array:
-    """A random ``d x d`` matrix with spectral norm ``norm``."""
+def contraction(key, d: int, norm: float, dtype=jnp.float64, orthogonal: bool = False) -> jax.Array:
+    """A random ``d x d`` matrix with spectral norm ``norm``.
+
+    Gaussian by default (its other singular values spread down to 0, so iterations
+    converge fast); with ``orthogonal=True`` every singular value equals ``norm``, the
+    slowest-converging contraction of that norm.
+    """
     w = jax.random.normal(key, (d, d), dtype)
+    if orthogonal:
+        return (norm * jnp.linalg.qr(w)[0]).astype(dtype)
     return (norm * w / jnp.linalg.norm(w, 2)).astype(dtype)
 
 
@@ -46,10 +53,10 @@ def linear_closed_form(params, x, c, u):
     return z, grads, params["U"].T @ u
 
 
-def tanh_layer(d: int = 32, batch: int = 4, seed: int = 0, norm: float = 0.9, x_scale: float = 0.3, dtype=jnp.float64):
+def tanh_layer(d: int = 32, batch: int = 4, seed: int = 0, norm: float = 0.9, x_scale: float = 0.3, dtype=jnp.float64, orthogonal: bool = False):
     """Batched ``z = tanh(z W^T + x U^T)``, ``||W|| = norm``; returns ``f, params, x, c`` (loss ``sum(c * z)``)."""
     k = jax.random.split(jax.random.PRNGKey(seed), 4)
-    params = {"W": contraction(k[0], d, norm, dtype), "U": (jax.random.normal(k[1], (d, d), dtype) / np.sqrt(d)).astype(dtype)}
+    params = {"W": contraction(k[0], d, norm, dtype, orthogonal), "U": (jax.random.normal(k[1], (d, d), dtype) / np.sqrt(d)).astype(dtype)}
     x = x_scale * jax.random.normal(k[2], (batch, d), dtype)
     c = jax.random.normal(k[3], (batch, d), dtype)
 

@@ -44,9 +44,10 @@ from implicit_jax._flat import safe_divide
 class LowRankInverse(NamedTuple):
     """:math:`H = -I + \\sum_i u_i v_i^\\top` with ``u, v`` of shape ``(memory, n)``.
 
-    ``count`` is the number of updates held; the next one goes to slot ``count``, and an
-    update arriving when all ``memory`` slots are used restarts the estimate from
-    :math:`-I` first. Empty slots hold zeros, so they add nothing to any product.
+    ``count`` is the number of updates held, in slots ``0 .. count-1``; the next one goes
+    to slot ``count``, and an update arriving when all ``memory`` slots are used restarts
+    the estimate from :math:`-I` first (``count = 0``). Slots at or past ``count`` are
+    ignored by every product, so a restart never has to touch the buffers.
     """
 
     u: jax.Array
@@ -60,14 +61,18 @@ def broyden_init(n: int, memory: int, dtype=jnp.float32) -> LowRankInverse:
     return LowRankInverse(zeros, zeros, jnp.zeros((), jnp.int32))
 
 
+def _live(inverse: LowRankInverse) -> jax.Array:
+    return jnp.arange(inverse.u.shape[0]) < inverse.count
+
+
 def matvec(inverse: LowRankInverse, x: jax.Array) -> jax.Array:
     """:math:`H x = -x + U^\\top (V x)`."""
-    return -x + inverse.u.T @ (inverse.v @ x)
+    return -x + inverse.u.T @ jnp.where(_live(inverse), inverse.v @ x, 0.0)
 
 
 def rmatvec(inverse: LowRankInverse, x: jax.Array) -> jax.Array:
     """:math:`H^\\top x = -x + V^\\top (U x)`, the transpose product SHINE needs."""
-    return -x + inverse.v.T @ (inverse.u @ x)
+    return -x + inverse.v.T @ jnp.where(_live(inverse), inverse.u @ x, 0.0)
 
 
 def transpose(inverse: LowRankInverse) -> LowRankInverse:
@@ -81,37 +86,62 @@ def transpose(inverse: LowRankInverse) -> LowRankInverse:
 
 def _make_room(inverse: LowRankInverse) -> LowRankInverse:
     """Restart from :math:`-I` when every slot is used, so the next update is computed against it."""
-    full = inverse.count >= inverse.u.shape[0]
-    return LowRankInverse(
-        jnp.where(full, 0.0, inverse.u).astype(inverse.u.dtype),
-        jnp.where(full, 0.0, inverse.v).astype(inverse.v.dtype),
-        jnp.where(full, 0, inverse.count),
-    )
+    return inverse._replace(count=jnp.where(inverse.count >= inverse.u.shape[0], 0, inverse.count))
 
 
 def _push(inverse: LowRankInverse, u_new: jax.Array, v_new: jax.Array, accept: jax.Array) -> LowRankInverse:
-    memory = inverse.u.shape[0]
-    slot = jax.nn.one_hot(inverse.count, memory, dtype=inverse.u.dtype)[:, None] * accept
+    """Write one pair into slot ``count`` (a scatter of two rows; nothing else is copied)."""
+    slot = jnp.where(accept, inverse.count, inverse.u.shape[0])  # out of bounds: dropped
     return LowRankInverse(
-        inverse.u * (1 - slot) + slot * u_new,
-        inverse.v * (1 - slot) + slot * v_new,
+        inverse.u.at[slot].set(u_new, mode="drop"),
+        inverse.v.at[slot].set(v_new, mode="drop"),
         inverse.count + accept.astype(jnp.int32),
     )
 
 
-def good_broyden_update(inverse: LowRankInverse, s: jax.Array, y: jax.Array) -> LowRankInverse:
-    """Broyden's first ("good") method on the inverse; skipped when :math:`|v^\\top y| \\approx 0`."""
-    inverse = _make_room(inverse)
-    v_new = rmatvec(inverse, s)
-    u_new, ok = safe_divide(s - matvec(inverse, y), jnp.vdot(v_new, y))
-    return _push(inverse, u_new, v_new, ok & jnp.all(jnp.isfinite(u_new)))
+def _h_times_y(inverse: LowRankInverse, room: LowRankInverse, y: jax.Array, hy: jax.Array | None) -> jax.Array:
+    if hy is None:
+        return matvec(room, y)
+    return jnp.where(room.count == inverse.count, hy, -y)  # after a restart H = -I
 
 
-def bad_broyden_update(inverse: LowRankInverse, s: jax.Array, y: jax.Array) -> LowRankInverse:
-    """Broyden's second ("bad") method on the inverse; skipped when :math:`y \\approx 0`."""
-    inverse = _make_room(inverse)
-    u_new, ok = safe_divide(s - matvec(inverse, y), jnp.vdot(y, y))
-    return _push(inverse, u_new, y, ok & jnp.all(jnp.isfinite(u_new)))
+def good_broyden_update(inverse: LowRankInverse, s: jax.Array, y: jax.Array, active=True, hy: jax.Array | None = None) -> LowRankInverse:
+    """Broyden's first ("good") method on the inverse.
+
+    ``hy``, if given, is :math:`H y` for the current estimate (solvers have it for free,
+    which saves one low-rank product). The update is skipped (the estimate is returned
+    unchanged) when :math:`|v^\\top y| \\approx 0`, when it is not finite, or when ``active``
+    is false.
+    """
+    room = _make_room(inverse)
+    v_new = rmatvec(room, s)
+    u_new, ok = safe_divide(s - _h_times_y(inverse, room, y, hy), jnp.vdot(v_new, y))
+    return _accept(inverse, room, u_new, v_new, ok & active)
+
+
+def bad_broyden_update(inverse: LowRankInverse, s: jax.Array, y: jax.Array, active=True, hy: jax.Array | None = None) -> LowRankInverse:
+    """Broyden's second ("bad") method on the inverse; arguments and skipping as :func:`good_broyden_update`."""
+    room = _make_room(inverse)
+    u_new, ok = safe_divide(s - _h_times_y(inverse, room, y, hy), jnp.vdot(y, y))
+    return _accept(inverse, room, u_new, y, ok & active)
+
+
+def _accept(inverse, room, u_new, v_new, ok):
+    accept = ok & jnp.all(jnp.isfinite(u_new))
+    pushed = _push(room, u_new, v_new, accept)
+    return pushed._replace(count=jnp.where(accept, pushed.count, inverse.count))
+
+
+def refresh_product(old: LowRankInverse, new: LowRankInverse, x: jax.Array, old_hx: jax.Array) -> jax.Array:
+    """:math:`H_\\text{new} x` from :math:`H_\\text{old} x` after one update, reading only the newest pair.
+
+    ``new`` must be ``old`` after one call of an update function (accepted, restarted or skipped).
+    """
+    accepted = new.count != old.count
+    restarted = accepted & (old.count >= old.u.shape[0])
+    newest = jnp.maximum(new.count - 1, 0)
+    base = jnp.where(restarted, -x, old_hx)
+    return jnp.where(accepted, base + new.u[newest] * jnp.vdot(new.v[newest], x), old_hx)
 
 
 BROYDEN_UPDATES = {"good": good_broyden_update, "bad": bad_broyden_update}

@@ -10,8 +10,8 @@ from implicit_jax import quasi_newton as qn
 
 
 def dense(inverse: qn.LowRankInverse) -> np.ndarray:
-    n = inverse.u.shape[1]
-    return -np.eye(n) + np.asarray(inverse.u).T @ np.asarray(inverse.v)
+    n, live = inverse.u.shape[1], int(inverse.count)
+    return -np.eye(n) + np.asarray(inverse.u[:live]).T @ np.asarray(inverse.v[:live])
 
 
 def random_pairs(count, n, seed=0):
@@ -56,6 +56,26 @@ def test_full_memory_restarts_from_minus_identity():
     fresh = qn.bad_broyden_update(qn.broyden_init(n, memory, dtype=jnp.float64), *map(jnp.asarray, pairs[2]))
     assert int(inverse.count) == 1
     np.testing.assert_allclose(dense(inverse), dense(fresh))
+
+
+@pytest.mark.parametrize("update", ["good", "bad"])
+def test_precomputed_products_and_refresh_match_full_products(update):
+    n, memory = 5, 3
+    inverse = qn.broyden_init(n, memory, dtype=jnp.float64)
+    x = jnp.asarray(np.random.default_rng(9).standard_normal(n))
+    for s, y in random_pairs(7, n, seed=4):  # wraps: exercises the restart
+        s, y = jnp.asarray(s), jnp.asarray(y)
+        new = qn.BROYDEN_UPDATES[update](inverse, s, y, hy=qn.matvec(inverse, y))
+        reference = qn.BROYDEN_UPDATES[update](inverse, s, y)
+        np.testing.assert_allclose(dense(new), dense(reference), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(qn.refresh_product(inverse, new, x, qn.matvec(inverse, x)), qn.matvec(new, x), rtol=1e-10, atol=1e-12)
+        inverse = new
+
+
+def test_inactive_update_leaves_the_estimate_unchanged():
+    inverse = qn.broyden_init(3, memory=2, dtype=jnp.float64)
+    out = qn.good_broyden_update(inverse, jnp.ones(3), 2 * jnp.ones(3), active=False)
+    chex.assert_trees_all_equal(out, inverse)
 
 
 def test_degenerate_update_is_skipped_not_nan():

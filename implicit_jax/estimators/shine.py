@@ -28,7 +28,6 @@ from implicit_jax import _flat
 from implicit_jax import quasi_newton as qn
 from implicit_jax.estimators.base import CustomVJPBackward, custom_fixed_point, no_adjoint_info, solver_backward_info
 from implicit_jax.solvers import Broyden, StopCriterion, iterate
-from implicit_jax.solvers.broyden import BroydenState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +80,8 @@ def shine_rule(config: Shine, ctx, g):
         stop_mode=ctx.criterion.stop_mode,
     )
     adjoint_solver = dataclasses.replace(ctx.solver, line_search=False)
-    state = BroydenState(jax.vmap(qn.transpose)(inverse), ctx.solver_state.steps)
-    u, info, _ = iterate(adjoint_solver, lambda v: jvp_t(v) + g, u, criterion, state=state)
+    warm = Broyden.warm_start(jax.vmap(qn.transpose)(inverse), ctx.solver_state.steps)
+    u, info, _ = iterate(adjoint_solver, lambda v: jvp_t(v) + g, u, criterion, init=warm)
     return pull(u), solver_backward_info(info, g.dtype, fallback_fraction)
 
 

@@ -28,29 +28,57 @@ from implicit_jax.solvers.base import AbstractFixedPointSolver
 
 
 class AndersonState(NamedTuple):
-    xs: jax.Array  # (batch, m, n) past iterates
-    fs: jax.Array  # (batch, m, n) their evaluations
+    fs: jax.Array  # (batch, m, n) past evaluations f(x_i)
+    gs: jax.Array  # (batch, m, n) their residuals g_i = f(x_i) - x_i
+    gram: jax.Array  # (batch, m, m) G G^T, kept up to date one row per step
     count: jax.Array  # (batch,) number of pairs pushed so far
 
 
-def _push(state: AndersonState, x: jax.Array, fx: jax.Array) -> AndersonState:
-    memory = state.xs.shape[1]
-    slot = jax.nn.one_hot(state.count % memory, memory, dtype=x.dtype)[:, :, None]
+def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) -> AndersonState:
+    """Write ``(f(x), f(x) - x)`` into each active row's ring slot ``count mod m`` and update the Gram row.
+
+    A scatter plus one ``(m, n)`` product per sample: the history is never copied or re-read in full.
+    """
+    batch, memory = state.fs.shape[:2]
+    g = fx - x
+    slot = state.count % memory
+    cross = jnp.einsum("bmn,bn->bm", state.gs, g)
+    cross = jnp.where(jax.nn.one_hot(slot, memory, dtype=bool), jnp.sum(g * g, axis=-1, keepdims=True), cross)
+    rows = jnp.arange(batch)
+    target = jnp.where(active, slot, memory)  # out of bounds: dropped
+    gram = state.gram.at[rows, target].set(cross, mode="drop").at[rows, :, target].set(cross, mode="drop")
     return AndersonState(
-        state.xs * (1 - slot) + slot * x[:, None, :],
-        state.fs * (1 - slot) + slot * fx[:, None, :],
-        state.count + 1,
+        state.fs.at[rows, target].set(fx, mode="drop"),
+        state.gs.at[rows, target].set(g, mode="drop"),
+        gram,
+        state.count + active.astype(jnp.int32),
     )
 
 
-def mixing_weights(residuals: jax.Array, valid: jax.Array, regularization: float) -> jax.Array:
-    """Weights :math:`\\alpha` (summing to one over valid slots) for one sample's ``(m, n)`` residuals."""
-    gram = residuals @ residuals.T
+def solve_spd(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Solve :math:`a x = b` for a small symmetric positive definite ``a`` by Gauss-Jordan elimination.
+
+    No pivoting is needed for SPD matrices; the loop is unrolled over the (static, small)
+    size, so under ``vmap`` it becomes a few vectorised operations instead of one LAPACK
+    call per sample.
+    """
+    size = a.shape[0]
+    for k in range(size):
+        pivot_row = jnp.arange(size) == k  # selects instead of scatters, so XLA fuses the sweep
+        row, rhs = a[k] / a[k, k], b[k] / a[k, k]
+        column = a[:, k]
+        a = jnp.where(pivot_row[:, None], row[None, :], a - jnp.outer(column, row))
+        b = jnp.where(pivot_row, rhs, b - column * rhs)
+    return b
+
+
+def mixing_weights(gram: jax.Array, valid: jax.Array, regularization: float) -> jax.Array:
+    """Weights :math:`\\alpha` (summing to one over valid slots) from one sample's ``(m, m)`` Gram matrix of residuals."""
     scale = jnp.min(jnp.where(valid, jnp.diag(gram), jnp.inf))
     both = valid[:, None] & valid[None, :]
     eye = jnp.eye(valid.shape[0], dtype=gram.dtype)
     system = jnp.where(both, gram, 0.0) + eye * jnp.where(valid, regularization * scale + jnp.finfo(gram.dtype).tiny, 1.0)
-    w = jnp.linalg.solve(system, valid.astype(gram.dtype))
+    w = solve_spd(system, valid.astype(gram.dtype))
     return w / jnp.sum(w)
 
 
@@ -79,12 +107,14 @@ class Anderson(AbstractFixedPointSolver):
     def init(self, z, fz):
         batch, n = z.shape
         empty = jnp.zeros((batch, self.memory, n), z.dtype)
-        return _push(AndersonState(empty, empty, jnp.zeros((batch,), jnp.int32)), z, fz)
+        gram = jnp.zeros((batch, self.memory, self.memory), z.dtype)
+        return _push(AndersonState(empty, empty, gram, jnp.zeros((batch,), jnp.int32)), z, fz, jnp.ones((batch,), bool))
 
-    def step(self, fn, z, fz, state):
+    def step(self, fn, z, fz, state, active):
         valid = jnp.arange(self.memory)[None, :] < state.count[:, None]
-        alpha = jax.vmap(mixing_weights, in_axes=(0, 0, None))(state.fs - state.xs, valid, self.regularization)
+        alpha = jax.vmap(mixing_weights, in_axes=(0, 0, None))(state.gram, valid, self.regularization)
         mixed_f = jnp.einsum("bm,bmn->bn", alpha, state.fs)
-        z_new = mixed_f if self.mixing == 1.0 else self.mixing * mixed_f + (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.xs)
+        # x_i = f_i - g_i, so beta * sum a f + (1 - beta) * sum a x = sum a f - (1 - beta) * sum a g
+        z_new = mixed_f if self.mixing == 1.0 else mixed_f - (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.gs)
         fz_new = fn(z_new)
-        return z_new, fz_new, _push(state, z_new, fz_new), 1
+        return z_new, fz_new, _push(state, z_new, fz_new, active), 1

@@ -4,7 +4,10 @@ A solver is a small immutable configuration object with two methods:
 
 * ``init(z, fz) -> state``: solver memory for the flat ``(batch, n)`` iterate ``z``
   with ``fz = fn(z)``; every leaf of the state has a leading batch axis;
-* ``step(fn, z, fz, state) -> (z_new, fn(z_new), state_new, num_fn_evals)``.
+* ``step(fn, z, fz, state, active) -> (z_new, fn(z_new), state_new, num_fn_evals)``,
+  where ``active`` (shape ``(batch,)``) marks the rows still iterating: the solver
+  must leave the memory of the other rows unchanged (the driver only masks ``z`` and
+  ``fz``, so large buffers are never copied wholesale).
 
 :func:`iterate` runs it to convergence. Rows of the flat view are independent
 systems (samples): each row stops on its own residual and is then frozen, so one
@@ -87,7 +90,7 @@ class AbstractFixedPointSolver(abc.ABC):
         ...
 
     @abc.abstractmethod
-    def step(self, fn: FlatFn, z: jax.Array, fz: jax.Array, state: Any) -> tuple[jax.Array, jax.Array, Any, int | jax.Array]:
+    def step(self, fn: FlatFn, z: jax.Array, fz: jax.Array, state: Any, active: jax.Array) -> tuple[jax.Array, jax.Array, Any, int | jax.Array]:
         ...
 
 
@@ -123,7 +126,7 @@ def iterate(
     z0: jax.Array,
     criterion: StopCriterion,
     *,
-    state: Any = None,
+    init: Callable[[jax.Array, jax.Array], Any] | None = None,
     unrolled: bool = False,
 ) -> tuple[jax.Array, SolverInfo, Any]:
     """Run ``solver`` on ``z = fn(z)`` from the flat ``(batch, n)`` point ``z0``.
@@ -133,8 +136,8 @@ def iterate(
       fn: the map on flat iterates.
       z0: starting point.
       criterion: tolerance, step cap and stop mode.
-      state: optional solver memory to start from (e.g. a quasi-Newton estimate to warm
-        start with); ``solver.init`` is used otherwise.
+      init: optional ``(z0, fn(z0)) -> state`` replacing ``solver.init`` (e.g. to warm
+        start from a quasi-Newton estimate, see ``Broyden.warm_start``).
       unrolled: run exactly ``max_steps`` masked iterations in ``lax.scan`` so that
         reverse-mode autodiff can go through them (memory grows with ``max_steps``);
         the default uses ``lax.while_loop`` and stops as soon as every sample is done.
@@ -152,17 +155,17 @@ def iterate(
 
     fz0 = fn(z0)
     abs0, rel0 = residuals(z0, fz0)
-    state0 = solver.init(z0, fz0) if state is None else state
+    state0 = (solver.init if init is None else init)(z0, fz0)
     done0 = (metric(abs0, rel0) <= tol) | ~jnp.isfinite(abs0)
     carry = _Carry(z0, fz0, state0, z0, abs0, rel0, ~done0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32))
 
     def body(c: _Carry) -> _Carry:
-        z, fz, st, nfev = solver.step(fn, c.z, c.fz, c.state)
+        z, fz, st, nfev = solver.step(fn, c.z, c.fz, c.state, c.active)
         abs_res, rel_res = residuals(z, fz)
         m_new, m_best = metric(abs_res, rel_res), metric(c.best_abs, c.best_rel)
         finite = jnp.isfinite(abs_res)
         better = c.active & ((m_new < m_best) | ~finite)
-        z, fz, st = _select_rows(c.active, (z, fz, st), (c.z, c.fz, c.state))
+        z, fz = _select_rows(c.active, (z, fz), (c.z, c.fz))
         return _Carry(
             z=z,
             fz=fz,

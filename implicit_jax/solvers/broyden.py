@@ -37,6 +37,7 @@ _UPDATES = tuple(qn.BROYDEN_UPDATES)
 class BroydenState(NamedTuple):
     inverse: qn.LowRankInverse  # leaves with a leading batch axis: one estimate per sample
     steps: jax.Array  # (batch,) steps taken, for the line search's allowance
+    h_residual: jax.Array  # (batch, n) H r(z) at the current iterate (minus the next direction)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,19 +77,30 @@ class Broyden(AbstractFixedPointSolver):
     def init(self, z, fz):
         batch, n = z.shape
         inverse = jax.vmap(lambda _: qn.broyden_init(n, self.memory, z.dtype))(jnp.arange(batch))
-        return BroydenState(inverse, jnp.zeros((batch,), jnp.int32))
+        return BroydenState(inverse, jnp.zeros((batch,), jnp.int32), -(fz - z))
 
-    def step(self, fn, z, fz, state):
+    @staticmethod
+    def warm_start(inverse: qn.LowRankInverse, steps: jax.Array):
+        """An ``init`` for :func:`iterate` that starts from a given (batched) inverse estimate."""
+        return lambda z, fz: BroydenState(inverse, steps, jax.vmap(qn.matvec)(inverse, fz - z))
+
+    def step(self, fn, z, fz, state, active):
+        # Two low-rank products per step: H r_new with the old H (which also gives H y), and
+        # H^T s inside the good update; the next direction then costs one pair (refresh_product).
         r = fz - z
-        direction = -jax.vmap(qn.matvec)(state.inverse, r)
+        direction = -state.h_residual
         z_new = z + direction
         fz_new = fn(z_new)
         nfev = jnp.ones((), jnp.int32)
         if self.line_search:
             z_new, fz_new, nfev = self._backtrack(fn, z, r, direction, z_new, fz_new, state.steps)
+        r_new = fz_new - z_new
+        h_r_new = jax.vmap(qn.matvec)(state.inverse, r_new)
         update = qn.BROYDEN_UPDATES[self.update]
-        inverse = jax.vmap(update)(state.inverse, z_new - z, (fz_new - z_new) - r)
-        return z_new, fz_new, BroydenState(inverse, state.steps + 1), nfev
+        inverse = jax.vmap(update)(state.inverse, z_new - z, r_new - r, active, h_r_new - state.h_residual)
+        h_r_new = jax.vmap(qn.refresh_product)(state.inverse, inverse, r_new, h_r_new)
+        h_residual = jnp.where(active[:, None], h_r_new, state.h_residual)
+        return z_new, fz_new, BroydenState(inverse, state.steps + active.astype(jnp.int32), h_residual), nfev
 
     def _backtrack(self, fn, z, r, direction, z_try, fz_try, steps):
         norm0 = row_norm(r)

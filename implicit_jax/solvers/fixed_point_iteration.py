@@ -30,6 +30,6 @@ class FixedPointIteration(AbstractFixedPointSolver):
     def init(self, z, fz):
         return ()
 
-    def step(self, fn, z, fz, state):
+    def step(self, fn, z, fz, state, active):
         z_new = self.damping * fz + (1.0 - self.damping) * z if self.damping != 1.0 else fz
         return z_new, fn(z_new), state, 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from implicit_jax.solvers import Anderson, FixedPointIteration, StopCriterion, iterate
-from implicit_jax.solvers.anderson import mixing_weights
+from implicit_jax.solvers.anderson import mixing_weights, solve_spd
 from implicit_jax.problems import contraction
 
 
@@ -14,12 +14,30 @@ def test_mixing_weights_solve_the_constrained_least_squares():
     rng = np.random.default_rng(0)
     g = rng.standard_normal((4, 10))
     valid = jnp.array([True, True, True, False])
-    alpha = np.asarray(mixing_weights(jnp.asarray(g), valid, 0.0))
+    alpha = np.asarray(mixing_weights(jnp.asarray(g @ g.T), valid, 0.0))
     assert alpha[3] == 0 and np.isclose(alpha.sum(), 1.0)
     # optimality: compare with the closed form on the valid slots
     gv = g[:3]
     w = np.linalg.solve(gv @ gv.T, np.ones(3))
     np.testing.assert_allclose(alpha[:3], w / w.sum(), rtol=1e-6)
+
+
+def test_small_spd_solve_matches_numpy():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((6, 6))
+    a = a @ a.T + 0.1 * np.eye(6)
+    b = rng.standard_normal(6)
+    np.testing.assert_allclose(solve_spd(jnp.asarray(a), jnp.asarray(b)), np.linalg.solve(a, b), rtol=1e-9)
+
+
+def test_incremental_gram_matches_the_history():
+    fn = lambda z: jnp.tanh(z @ jnp.full((4, 4), 0.2) + 1.0)
+    solver = Anderson(memory=3)
+    z = jnp.zeros((2, 4), jnp.float64)
+    state = solver.init(z, fn(z))
+    for _ in range(5):  # wraps around the ring
+        z, fz, state, _ = solver.step(fn, z, fn(z), state, jnp.array([True, True]))
+    np.testing.assert_allclose(state.gram, jnp.einsum("bmn,bkn->bmk", state.gs, state.gs), rtol=1e-12)
 
 
 def test_anderson_solves_a_linear_system_in_few_steps():

@@ -64,13 +64,13 @@ def estimator_table(batch: int, dim: int) -> None:
 
 
 def spirals(n: int, seed: int):
-    """Two interleaved spirals in 2-D with label noise-free classes, as float32 arrays."""
+    """Two interleaved noisy spirals in 2-D (1.5 turns each), as float32 arrays."""
     rng = np.random.default_rng(seed)
     t = np.sqrt(rng.uniform(0.05, 1.0, n)) * 3 * np.pi
     label = rng.integers(0, 2, n)
     sign = np.where(label == 1, 1.0, -1.0)
     points = np.stack([sign * t * np.cos(t), sign * t * np.sin(t)], axis=1) / (3 * np.pi)
-    points += 0.03 * rng.standard_normal(points.shape)
+    points += 0.09 * rng.standard_normal(points.shape)
     return jnp.asarray(points, jnp.float32), jnp.asarray(label)
 
 
@@ -130,7 +130,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (used by the test suite)")
     args = parser.parse_args()
-    batch, dim, steps, hidden, n = (16, 64, 60, 32, 400) if args.quick else (64, 256, 400, 64, 2000)
+    batch, dim, steps, hidden, n = (16, 64, 60, 32, 400) if args.quick else (64, 256, 300, 64, 1500)
     print(f"implicit_jax {ij.__version__}, jax {jax.__version__} on {jax.devices()[0].platform}\n")
     estimator_table(batch, dim)
     print(f"\nPart 2: train a DEQ classifier on two spirals ({n} train / {n} test points, hidden {hidden}, {steps} Adam steps)")

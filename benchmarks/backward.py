@@ -25,16 +25,15 @@ import functools
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax import enable_x64
 
 import implicit_jax as ij
+from implicit_jax.benchmarking import median_ms
 from implicit_jax.problems import tanh_layer, tree_cosine, tree_ravel
 
 TOL = 1e-5
@@ -55,16 +54,6 @@ class Row:
     backward_vjps: float | None = None
     floor_ms: float | None = None
     note: str = ""
-
-
-def median_ms(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def reference_gradient(f, params, x, c):

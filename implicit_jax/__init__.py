@@ -4,10 +4,10 @@ from implicit_jax import quasi_newton
 from implicit_jax.errors import NonConvergenceError
 from implicit_jax.estimators import (
     BACKWARDS,
+    JFB,
     AbstractBackward,
     BackwardInfo,
     Implicit,
-    JFB,
     PhantomNeumann,
     PhantomUnroll,
     Shine,

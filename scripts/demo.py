@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 import implicit_jax as ij
+from implicit_jax.benchmarking import median_ms
 from implicit_jax.problems import tanh_layer, tree_cosine
 
 ESTIMATORS = {
@@ -32,16 +33,6 @@ ESTIMATORS = {
     "phantom_unroll (k=5, l=0.5)": ("anderson", ij.PhantomUnroll(k=5, damping=0.5)),
     "phantom_neumann (k=5, l=0.5)": ("anderson", ij.PhantomNeumann(k=5, damping=0.5)),
 }
-
-
-def median_ms(fn, *args, repeats=5):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def estimator_table(batch: int, dim: int) -> None:

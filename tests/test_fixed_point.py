@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import implicit_jax as ij
-from implicit_jax.problems import tree_cosine, linear_problem, tanh_layer
+from implicit_jax.problems import linear_problem, tanh_layer, tree_cosine
 
 ALL_BACKWARDS = sorted(ij.BACKWARDS)
 

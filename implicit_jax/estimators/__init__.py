@@ -1,5 +1,6 @@
 """Backward estimators for fixed points: one module and one ``jax.custom_vjp`` per mode."""
 
+from implicit_jax._registry import resolve
 from implicit_jax.estimators.base import AbstractBackward, BackwardInfo, FixedPointProblem, backward_tap, custom_fixed_point
 from implicit_jax.estimators.implicit import ADJOINT_SOLVERS, Implicit
 from implicit_jax.estimators.jfb import JFB
@@ -20,14 +21,8 @@ BACKWARDS = {
 
 def resolve_backward(backward) -> AbstractBackward:
     """A backward name or configured object -> configured object (ValueError listing the names)."""
-    if isinstance(backward, AbstractBackward):
-        return backward
-    if isinstance(backward, str) and backward in BACKWARDS:
-        return BACKWARDS[backward]()
-    raise ValueError(
-        f"unknown backward {backward!r}; valid names are {sorted(BACKWARDS)}, or pass a configured "
-        "object such as PhantomUnroll(k=5, damping=0.5), Shine(fallback=True) or Implicit(solver='gmres')."
-    )
+    example = "PhantomUnroll(k=5, damping=0.5), Shine(fallback=True) or Implicit(solver='gmres')"
+    return resolve(backward, BACKWARDS, AbstractBackward, "backward", example)
 
 
 __all__ = [

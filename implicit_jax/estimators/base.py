@@ -93,9 +93,22 @@ class BackwardContext(NamedTuple):
     want_info: bool  # whether a BackwardInfo is consumed (a tap was passed)
 
     def linearize(self):
-        """``(jvp_t, pull)``: ``u -> J^T u`` and ``u -> (df/dparams^T u, df/dx^T u)``, sharing one VJP."""
-        _, vjp = jax.vjp(lambda p, z, x: _flat.flatten(self.problem.layout, self.problem.fn(p, _flat.unflatten(self.problem.layout, z), x)), self.params, self.z, self.x)
-        return (lambda u: vjp(u)[1]), (lambda u: (lambda c: (c[0], c[2]))(vjp(u)))
+        """``(jvp_t, pull)``: ``u -> J^T u`` and ``u -> (df/dparams^T u, df/dx^T u)``, sharing one linearisation."""
+        layout = self.problem.layout
+
+        def flat_f(params, z, x):
+            return _flat.flatten(layout, self.problem.fn(params, _flat.unflatten(layout, z), x))
+
+        _, vjp = jax.vjp(flat_f, self.params, self.z, self.x)
+
+        def jvp_t(u):
+            return vjp(u)[1]
+
+        def pull(u):
+            d_params, _, d_x = vjp(u)
+            return d_params, d_x
+
+        return jvp_t, pull
 
     def adjoint_residual(self, jvp_t, u: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Max over samples of :math:`\\|u - J^\\top u - g\\|` and of it divided by :math:`\\|g\\|` (one VJP)."""
@@ -129,13 +142,15 @@ def solver_backward_info(info: SolverInfo, dtype, fallback_fraction=0.0) -> Back
 CotangentRule = Callable[[Any, BackwardContext, jax.Array], tuple[tuple[PyTree, PyTree], BackwardInfo]]
 
 
-def custom_fixed_point(rule: CotangentRule, name: str):
+def custom_fixed_point(rule: CotangentRule, name: str, keeps_solver_state: bool = False):
     """Wrap a cotangent rule into a ``jax.custom_vjp`` fixed-point solve.
 
     The returned function has signature
     ``(config, problem, solver, criterion, want_info, params, x, z0, tap) -> (z, info)``
     with flat ``z0``/``z``; the first five arguments are static (``want_info``: a tap
-    was passed, so the backward info is consumed).
+    was passed, so the backward info is consumed). The forward solver's final memory is
+    saved for the backward pass only if ``keeps_solver_state`` (SHINE); otherwise the
+    residuals are just ``params``, ``x`` and ``z*``.
     """
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
@@ -145,16 +160,16 @@ def custom_fixed_point(rule: CotangentRule, name: str):
 
     def solve_fwd(config, problem, solver, criterion, want_info, params, x, z0, tap):
         z, info, state = problem.solve(solver, criterion, params, x, z0)
-        return (z, info), (params, x, z, state, jnp.zeros_like(z0))
+        return (z, info), (params, x, z, state if keeps_solver_state else None)
 
     def solve_bwd(config, problem, solver, criterion, want_info, residuals, cotangents):
-        params, x, z, state, zero_z0 = residuals
+        params, x, z, state = residuals
         g, _ = cotangents
         ctx = BackwardContext(problem, solver, criterion, params, x, z, state, want_info)
         (d_params, d_x), info = rule(config, ctx, g)
         if criterion.throw:
             raise_if_backward_failed(info, name)
-        return d_params, d_x, zero_z0, (info if want_info else None)
+        return d_params, d_x, jnp.zeros_like(z), (info if want_info else None)
 
     solve.defvjp(solve_fwd, solve_bwd)
     solve.__name__ = f"{name}_fixed_point"

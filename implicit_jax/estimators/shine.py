@@ -85,5 +85,5 @@ def shine_rule(config: Shine, ctx, g):
     return pull(u), solver_backward_info(info, g.dtype, fallback_fraction)
 
 
-shine_fixed_point = custom_fixed_point(shine_rule, "shine")
+shine_fixed_point = custom_fixed_point(shine_rule, "shine", keeps_solver_state=True)
 Shine._custom_solve = shine_fixed_point

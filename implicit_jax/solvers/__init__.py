@@ -1,5 +1,6 @@
 """Fixed-point solvers: pure functions driven by ``lax.while_loop`` on flat ``(batch, n)`` iterates."""
 
+from implicit_jax._registry import resolve
 from implicit_jax.solvers.anderson import Anderson
 from implicit_jax.solvers.base import AbstractFixedPointSolver, SolverInfo, StopCriterion, iterate
 from implicit_jax.solvers.broyden import Broyden
@@ -15,14 +16,7 @@ SOLVERS = {
 
 def resolve_solver(solver, option: str = "solver") -> AbstractFixedPointSolver:
     """A solver name or configured object -> configured object (ValueError listing the names)."""
-    if isinstance(solver, AbstractFixedPointSolver):
-        return solver
-    if isinstance(solver, str) and solver in SOLVERS:
-        return SOLVERS[solver]()
-    raise ValueError(
-        f"unknown {option} {solver!r}; valid names are {sorted(SOLVERS)}, "
-        "or pass a configured object such as Anderson(memory=5) or Broyden(memory=30)."
-    )
+    return resolve(solver, SOLVERS, AbstractFixedPointSolver, option, "Anderson(memory=5) or Broyden(memory=30)")
 
 
 __all__ = [

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from implicit_jax.problems import contraction
 from implicit_jax.solvers import Anderson, FixedPointIteration, StopCriterion, iterate
 from implicit_jax.solvers.anderson import mixing_weights, solve_spd
-from implicit_jax.problems import contraction
 
 
 def test_mixing_weights_solve_the_constrained_least_squares():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from implicit_jax import quasi_newton as qn
-from implicit_jax.solvers import Broyden, FixedPointIteration, StopCriterion, iterate
 from implicit_jax.problems import contraction
+from implicit_jax.solvers import Broyden, FixedPointIteration, StopCriterion, iterate
 
 
 def linear_map(n=6, norm=0.95, seed=0):

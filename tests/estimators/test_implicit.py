@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import implicit_jax as ij
 from implicit_jax.estimators import ADJOINT_SOLVERS
@@ -70,3 +72,18 @@ def test_invalid_configuration():
         ij.Implicit(solver="cg")
     with pytest.raises(ValueError, match="max_steps"):
         ij.Implicit(max_steps=0)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    d=st.integers(1, 7),
+    norm=st.floats(0.05, 0.95),
+    seed=st.integers(0, 2**16),
+    solver=st.sampled_from(["anderson", "broyden", "fixed_point_iteration"]),
+)
+def test_property_random_linear_contractions_match_the_closed_form(d, norm, seed, solver):
+    f, params, x, c = linear_problem(d=d, seed=seed, norm=norm)
+    u = jnp.linalg.solve(jnp.eye(d) - params["W"].T, c)
+    _, expected, dx = linear_closed_form(params, x, c, u)
+    loss = lambda p, x: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, tol=1e-12, max_steps=2000))
+    chex.assert_trees_all_close(jax.grad(loss, argnums=(0, 1))(params, x), (expected, dx), rtol=1e-6, atol=1e-8)

@@ -83,6 +83,8 @@ def fixed_point(
     backward.check_solver(solver)
     criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw)
     if z0 is None:
+        if not jax.tree_util.tree_leaves(x):
+            raise ValueError("z0 defaults to zeros_like(x), but x has no array leaves; pass z0 (the initial state).")
         z0 = jax.tree_util.tree_map(jnp.zeros_like, x)
     layout = _flat.layout_of(z0, batched)
     _check_map(f, params, z0, x)

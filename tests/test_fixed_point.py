@@ -132,6 +132,13 @@ def test_structure_change_and_integer_state_fail_clearly():
         ij.fixed_point(lambda p, z, x: z, None, jnp.ones(3, jnp.int32))
 
 
+def test_missing_initial_state_is_asked_for():
+    with pytest.raises(ValueError, match="pass z0"):
+        ij.fixed_point(lambda p, z, x: z, None, None)
+    z = ij.fixed_point(lambda p, z, x: 0.5 * z + 1.0, None, None, z0=jnp.zeros(2))
+    np.testing.assert_allclose(z, 2.0, rtol=1e-4)
+
+
 def test_nan_map_is_never_converged():
     f = lambda p, z, x: z * jnp.nan + x
     z, info = jax.jit(lambda x: ij.fixed_point(f, None, x, return_info=True))(jnp.ones(3))

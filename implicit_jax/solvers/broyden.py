@@ -45,7 +45,7 @@ class Broyden(AbstractFixedPointSolver):
     """Limited-memory Broyden.
 
     Attributes:
-      memory: number of rank-one updates kept (ring buffer; the oldest is overwritten).
+      memory: number of rank-one updates kept; when full, the estimate restarts from :math:`-I`.
       update: ``"good"`` (Broyden's first method, the DEQ default) or ``"bad"``.
       line_search: backtrack the step per sample (costs extra evaluations of ``f``).
       max_backtracks: halvings tried by the line search before the step is taken anyway.

@@ -1,0 +1,150 @@
+"""Training configuration: the schema, its validation, and the objects built from it.
+
+A configuration is an ``ml_collections.ConfigDict`` made by :func:`base_config` and
+updated by a file in ``configs/`` (the Flax examples' convention). Every field is listed
+in :data:`SCHEMA` with its type and allowed values; :func:`validate_config` checks a
+configuration against it and raises one ValueError listing every problem, before any
+data is loaded or anything compiled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import ml_collections
+import optax
+from flax import nnx
+
+from implicit_jax.estimators import BACKWARDS
+from implicit_jax.nn import NORMALIZATIONS, ConvDEQ, DEQMLP
+from implicit_jax.solvers import SOLVERS
+from implicit_jax.solvers.base import STOP_MODES
+from implicit_jax.train.data import DATASETS
+
+MODELS = ("conv_deq", "deq_mlp")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+# field: (type, check or tuple of allowed values or None, description)
+SCHEMA: dict[str, tuple[type, Any, str]] = {
+    "dataset": (str, DATASETS, "dataset name"),
+    "data_dir": (str, None, "folder of the dataset files ('' = default location)"),
+    "train_subset": (int, _non_negative, "keep the first N training examples (0 = all)"),
+    "test_subset": (int, _non_negative, "keep the first N test examples (0 = all)"),
+    "model": (str, MODELS, "model family"),
+    "width": (int, _positive, "channels (conv_deq) or hidden units (deq_mlp)"),
+    "groups": (int, _positive, "GroupNorm groups (conv_deq)"),
+    "normalization": (str, NORMALIZATIONS, "kernel normalisation of the cell"),
+    "solver": (str, tuple(sorted(SOLVERS)), "forward solver"),
+    "backward": (str, tuple(sorted(BACKWARDS)), "backward estimator"),
+    "tol": (float, _positive, "forward tolerance (per sample)"),
+    "max_steps": (int, _positive, "forward iteration cap"),
+    "stop_mode": (str, STOP_MODES, "residual the tolerance applies to"),
+    "jac_reg_weight": (float, _non_negative, "weight of the Jacobian penalty (0 = off)"),
+    "warmup_steps": (int, _non_negative, "train steps run as an unrolled weight-tied network first"),
+    "warmup_unrolled_steps": (int, _positive, "cell applications in the unrolled warm-up"),
+    "optimizer": (str, OPTIMIZERS, "optax optimizer"),
+    "learning_rate": (float, _positive, "peak learning rate"),
+    "weight_decay": (float, _non_negative, "decoupled weight decay (adamw) or L2 (sgd)"),
+    "schedule": (str, SCHEDULES, "learning-rate schedule"),
+    "lr_warmup_steps": (int, _non_negative, "linear learning-rate warm-up (warmup_cosine)"),
+    "grad_clip": (float, _non_negative, "global gradient-norm clip (0 = off)"),
+    "batch_size": (int, _positive, "global batch size (split over devices)"),
+    "num_epochs": (float, _positive, "training length in epochs"),
+    "eval_every": (int, _non_negative, "steps between evaluations (0 = only at the end)"),
+    "log_every": (int, _positive, "steps between metric records"),
+    "checkpoint_every": (int, _non_negative, "steps between checkpoints (0 = only at the end)"),
+    "eval_batch_size": (int, _positive, "evaluation batch size"),
+    "seed": (int, None, "seed of initialisation, shuffling and probes"),
+}
+
+# Fields that fix the parameters' shapes: a checkpoint is only compatible if they match.
+MODEL_FIELDS = ("dataset", "model", "width", "groups", "normalization", "optimizer")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults for every field of :data:`SCHEMA` (a config file overrides some)."""
+    return ml_collections.ConfigDict(dict(
+        dataset="synthetic", data_dir="", train_subset=0, test_subset=0,
+        model="deq_mlp", width=64, groups=8, normalization="spectral",
+        solver="anderson", backward="implicit", tol=1e-3, max_steps=30, stop_mode="rel",
+        jac_reg_weight=0.0, warmup_steps=0, warmup_unrolled_steps=5,
+        optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="cosine", lr_warmup_steps=0, grad_clip=0.0,
+        batch_size=64, num_epochs=1.0, eval_every=0, log_every=10, checkpoint_every=0, eval_batch_size=500, seed=0,
+    ))
+
+
+def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every field's presence, type and value; raise one ValueError listing all problems."""
+    problems = []
+    unknown = sorted(set(config.keys()) - set(SCHEMA))
+    if unknown:
+        problems.append(f"unknown field(s) {unknown}; valid fields are {sorted(SCHEMA)}")
+    for name, (kind, check, description) in SCHEMA.items():
+        if name not in config:
+            problems.append(f"missing field {name!r} ({description})")
+            continue
+        value = config[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            problems.append(f"{name}={value!r} must be of type {kind.__name__} ({description})")
+        elif isinstance(check, tuple) and value not in check:
+            problems.append(f"{name}={value!r} is not one of {list(check)}")
+        elif callable(check) and not check(value):
+            problems.append(f"{name}={value!r} is out of range ({description})")
+    if not problems and config.model == "conv_deq" and config.width % config.groups:
+        problems.append(f"width={config.width} must be divisible by groups={config.groups}")
+    if problems:
+        raise ValueError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def model_from_config(config: ml_collections.ConfigDict, image_shape: tuple[int, ...], num_classes: int,
+                      rngs: nnx.Rngs) -> nnx.Module:
+    """The DEQ model the configuration names, for inputs of ``image_shape`` (h, w, c)."""
+    deq_options = dict(solver=config.solver, backward=config.backward, tol=config.tol, max_steps=config.max_steps,
+                       stop_mode=config.stop_mode)
+    if config.model == "conv_deq":
+        height, width, channels = image_shape
+        if height != width:
+            raise ValueError(f"conv_deq expects square images, got {image_shape}.")
+        return ConvDEQ(channels, num_classes, image_size=height, channels=config.width, groups=config.groups,
+                       normalization=config.normalization, rngs=rngs, **deq_options)
+    features = 1
+    for size in image_shape:
+        features *= size
+    return DEQMLP(features, num_classes, hidden=config.width, normalization=config.normalization, rngs=rngs,
+                  **deq_options)
+
+
+def schedule_from_config(config: ml_collections.ConfigDict, total_steps: int) -> Callable[[Any], Any]:
+    if config.schedule == "constant":
+        return optax.constant_schedule(config.learning_rate)
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1))
+    return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.lr_warmup_steps,
+                                              max(total_steps, config.lr_warmup_steps + 1))
+
+
+def optimizer_from_config(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+    """Optax optimizer with the configured schedule, weight decay and clipping."""
+    schedule = schedule_from_config(config, total_steps)
+    if config.optimizer == "adam":
+        optimizer = optax.adam(schedule)
+    elif config.optimizer == "adamw":
+        optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
+    else:
+        optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.sgd(schedule, momentum=0.9))
+    if config.grad_clip > 0:
+        optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)
+    return optimizer

@@ -1,0 +1,242 @@
+"""The training loop: jitted Optax train step, evaluation, checkpoints, metrics, plots.
+
+:func:`fit` trains the model a configuration names and returns a :class:`RunResult`.
+The train state is a pytree (:class:`TrainState`): the model's ``nnx.Param`` state, the
+optax state, the step and a PRNG key. Everything a step does is a pure function of the
+state and the step's batch (the batch itself is a pure function of the step, see
+:func:`implicit_jax.train.data.batch_indices`), so a run interrupted and resumed from
+its latest checkpoint ends with exactly the parameters of an uninterrupted run.
+An interrupted run (Ctrl-C, ``SIGTERM``, or any exception) writes a checkpoint of the
+last completed step before it exits.
+
+Per-step metrics: ``loss`` (with the Jacobian penalty), ``cross_entropy``, ``accuracy``,
+``forward_steps`` (mean over samples of the solver iterations), ``forward_residual``
+(mean relative residual), ``forward_converged`` (fraction), ``backward_steps`` and
+``backward_residual`` (the adjoint solve's, from :func:`implicit_jax.backward_tap`),
+``jacobian_penalty``, ``grad_norm``, ``step_seconds``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from implicit_jax.estimators import backward_tap
+from implicit_jax.train import data as data_lib
+from implicit_jax.train import sharding
+from implicit_jax.train.checkpoint import Checkpointer
+from implicit_jax.train.config import MODEL_FIELDS, model_from_config, optimizer_from_config, validate_config
+from implicit_jax.train.metrics import MetricsWriter, plot_metrics
+
+
+class TrainState(NamedTuple):
+    """Everything a train step reads and writes."""
+
+    step: jax.Array
+    params: Any  # nnx.State of the model's nnx.Param variables
+    opt_state: optax.OptState
+    key: jax.Array  # raw uint32 PRNG key
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`fit` returns."""
+
+    state: TrainState
+    test_accuracy: float
+    test_loss: float
+    workdir: str
+    metrics_path: str
+    plots: list[str]
+    train_seconds: float
+
+
+def _mean(x):
+    return jnp.mean(jnp.asarray(x, jnp.float32))
+
+
+def make_loss(graphdef, rest, *, jac_reg_weight: float, unrolled_steps: int | None):
+    """``loss(params, tap, images, labels, key) -> (loss, aux)`` for ``jax.value_and_grad``."""
+
+    def loss(params, tap, images, labels, key):
+        model = nnx.merge(graphdef, params, rest)
+        out = model(images, jacobian_key=key if jac_reg_weight > 0 else None, unrolled_steps=unrolled_steps,
+                    backward_tap=None if unrolled_steps else tap)
+        cross_entropy = optax.softmax_cross_entropy_with_integer_labels(out.logits, labels).mean()
+        total = cross_entropy + jac_reg_weight * out.jacobian_penalty
+        accuracy = jnp.mean(jnp.argmax(out.logits, -1) == labels)
+        return total, dict(cross_entropy=cross_entropy, accuracy=accuracy, jacobian_penalty=out.jacobian_penalty,
+                           forward_steps=_mean(out.info.steps), forward_residual=_mean(out.info.rel_residual),
+                           forward_converged=_mean(out.info.converged))
+
+    return loss
+
+
+def make_train_step(graphdef, rest, optimizer: optax.GradientTransformation, *, jac_reg_weight: float = 0.0,
+                    unrolled_steps: int | None = None) -> Callable[[TrainState, jax.Array, jax.Array], tuple]:
+    """One optimizer step: ``(state, images, labels) -> (state, metrics)`` (not jitted)."""
+    loss_fn = make_loss(graphdef, rest, jac_reg_weight=jac_reg_weight, unrolled_steps=unrolled_steps)
+
+    def train_step(state: TrainState, images, labels):
+        key = jax.random.fold_in(state.key, state.step)
+        (loss, aux), (grads, bwd) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            state.params, backward_tap(), images, labels, key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(loss=loss, grad_norm=optax.global_norm(grads), backward_steps=bwd.steps,
+                       backward_residual=bwd.rel_residual, **aux)
+        return TrainState(state.step + 1, params, opt_state, state.key), metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef, rest):
+    """``(params, images, labels, mask) -> (sum of losses, number correct, sum of forward steps)`` over valid rows."""
+
+    def eval_step(params, images, labels, mask):
+        out = nnx.merge(graphdef, params, rest)(images)
+        losses = optax.softmax_cross_entropy_with_integer_labels(out.logits, labels)
+        correct = (jnp.argmax(out.logits, -1) == labels) * mask
+        return jnp.sum(losses * mask), jnp.sum(correct), jnp.sum(out.info.steps * mask)
+
+    return eval_step
+
+
+def evaluate(eval_step, params, images: np.ndarray, labels: np.ndarray, batch_size: int, mesh) -> dict[str, float]:
+    """Test loss, accuracy and mean forward steps over every example (padded last batch masked out)."""
+    sums = np.zeros(3)
+    for x, y, valid in data_lib.eval_batches(images, labels, batch_size):
+        mask = (np.arange(batch_size) < valid).astype(np.float32)
+        x, y, mask = sharding.shard_batch(mesh, x, y, mask)
+        sums += np.array([float(v) for v in eval_step(params, x, y, mask)])
+    n = len(labels)
+    return dict(test_loss=sums[0] / n, test_accuracy=sums[1] / n, test_forward_steps=sums[2] / n)
+
+
+def init_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, total_steps: int):
+    """Model, its ``(graphdef, rest)``, the optimizer and the initial :class:`TrainState`."""
+    model = model_from_config(config, dataset.image_shape, dataset.num_classes, nnx.Rngs(config.seed))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    optimizer = optimizer_from_config(config, total_steps)
+    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
+                       jax.random.key_data(jax.random.key(config.seed + 1)))
+    return model, (graphdef, rest), optimizer, state
+
+
+def _model_description(config) -> dict[str, Any]:
+    return {field: config[field] for field in MODEL_FIELDS}
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False, dataset: data_lib.Dataset | None = None,
+        progress: bool = True, on_step: Callable[[int], None] | None = None) -> RunResult:
+    """Train the configured model; write ``metrics.jsonl``, plots and checkpoints to ``workdir``.
+
+    Args:
+      config: a validated configuration (see :mod:`implicit_jax.train.config`).
+      workdir: output folder. Without ``resume`` it must not hold a previous run's
+        checkpoints (nothing is overwritten); with ``resume`` training continues from its
+        latest checkpoint (or starts fresh if there is none).
+      dataset: use this dataset instead of loading ``config.dataset`` (checked first).
+      progress: show a tqdm progress bar.
+      on_step: called with the step number after every step (tests use it to interrupt).
+    """
+    validate_config(config)
+    checkpoint_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not resume and os.path.isdir(checkpoint_dir) and os.listdir(checkpoint_dir):
+        raise ValueError(f"{workdir} already holds checkpoints of a run; pass --resume to continue it or choose "
+                         "another --workdir.")
+    dataset = data_lib.check_dataset(dataset) if dataset is not None else data_lib.load(
+        config.dataset, data_dir=config.data_dir, train_subset=config.train_subset, test_subset=config.test_subset,
+        seed=config.seed)
+    mesh = sharding.data_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    num_train = len(dataset.train_labels)
+    per_epoch = data_lib.steps_per_epoch(num_train, config.batch_size)
+    total_steps = max(1, int(round(config.num_epochs * per_epoch)))
+
+    _, (graphdef, rest), optimizer, state = init_state(config, dataset, total_steps)
+    state = sharding.replicate(mesh, state)
+    checkpointer = Checkpointer(checkpoint_dir, _model_description(config))
+    start = 0
+    if resume and checkpointer.latest_step() is not None:
+        start = checkpointer.latest_step()
+        state = checkpointer.restore(start, state)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as handle:
+        json.dump(config.to_dict(), handle, indent=1)
+    writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start if resume else None)
+
+    state_sharding = jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), state)
+    jit_step = lambda fn: jax.jit(fn, out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+    train_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=config.jac_reg_weight))
+    warmup_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=0.0,
+                                           unrolled_steps=config.warmup_unrolled_steps))
+    eval_step = jax.jit(make_eval_step(graphdef, rest))
+    run_eval = lambda params: evaluate(eval_step, params, dataset.test_images, dataset.test_labels,
+                                       config.eval_batch_size, mesh)
+
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        raise _Interrupted("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    elapsed, step = 0.0, start
+    bar = tqdm(total=total_steps, initial=start, disable=not progress, dynamic_ncols=True, desc="train")
+    try:
+        for step in range(start, total_steps):
+            idx = data_lib.batch_indices(step, num_train, config.batch_size, config.seed)
+            images, labels = sharding.shard_batch(mesh, dataset.train_images[idx], dataset.train_labels[idx])
+            tick = time.perf_counter()
+            step_fn = warmup_step if step < config.warmup_steps else train_step
+            state, metrics = step_fn(state, images, labels)
+            metrics = jax.device_get(metrics)
+            elapsed += time.perf_counter() - tick
+            if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
+                writer.write(dict(step=step + 1, time=elapsed, step_seconds=time.perf_counter() - tick,
+                                  warmup=step < config.warmup_steps, **metrics))
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
+                            fwd=f"{metrics['forward_steps']:.1f}", res=f"{metrics['forward_residual']:.1e}")
+            if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < total_steps:
+                writer.write(dict(step=step + 1, time=elapsed, **run_eval(state.params)))
+            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+                checkpointer.save(step + 1, state)
+            if on_step is not None:
+                on_step(step + 1)
+    except (KeyboardInterrupt, _Interrupted, Exception):
+        completed = int(jax.device_get(state.step)) if not any(
+            getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree_util.tree_leaves(state)) else None
+        if completed is not None and completed > start and checkpointer.latest_step() != completed:
+            checkpointer.save(completed, state)
+        bar.close()
+        checkpointer.close()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    bar.close()
+    if checkpointer.latest_step() != total_steps:
+        checkpointer.save(total_steps, state)
+    checkpointer.close()
+    final = run_eval(state.params)
+    writer.write(dict(step=total_steps, time=elapsed, **final))
+    plots = plot_metrics(writer.path, workdir)
+    return RunResult(state, final["test_accuracy"], final["test_loss"], os.path.abspath(workdir), writer.path, plots,
+                     elapsed)

@@ -68,7 +68,7 @@ class Dense(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.kernel() + self.bias.value
+        return x @ self.kernel() + self.bias[...]
 
 
 class MLPCell(nnx.Module):

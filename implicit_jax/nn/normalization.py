@@ -65,9 +65,9 @@ class NormalizedKernel(nnx.Module):
             self.gain = nnx.Param(jnp.full((shape[-1],), init_scale, jnp.float32))
 
     def __call__(self) -> jax.Array:
-        kernel = self.kernel.value
+        kernel = self.kernel[...]
         if self.normalization == "weight":
-            return weight_normalize(kernel, self.gain.value)
+            return weight_normalize(kernel, self.gain[...])
         if self.normalization == "spectral":
             return spectral_normalize(kernel, self.spectral_bound)
         return kernel

@@ -1,0 +1,58 @@
+"""Train a DEQ from a config file (the Flax examples' convention).
+
+    python scripts/train.py --config configs/fashion_mnist_deq.py --workdir runs/fmnist
+    python scripts/train.py --config configs/digits_deq_mlp.py --workdir runs/digits --config.backward=shine \
+        --config.solver=broyden
+    python scripts/train.py --config configs/smoke.py --workdir runs/smoke --resume
+
+The workdir receives ``metrics.jsonl``, ``loss.png``/``accuracy.png``, ``config.json`` and
+``checkpoints/``. ``--resume`` continues from the latest checkpoint. The configuration is
+validated (unknown fields, wrong types, invalid values) before any data is loaded. For a
+multi-host run, see :mod:`implicit_jax.train.sharding`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from implicit_jax.train import SCHEMA, fit, maybe_initialize_distributed, validate_config
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "path to a config file in configs/", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "output folder (metrics, plots, checkpoints)")
+_RESUME = flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
+_PROGRESS = flags.DEFINE_bool("progress", True, "show a progress bar")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def check_override_names(argv: list[str]) -> None:
+    """Exit with the valid field names if a ``--config.NAME=...`` override names an unknown field."""
+    for arg in argv:
+        if arg.startswith("--config."):
+            name = arg[len("--config."):].split("=", 1)[0]
+            if name not in SCHEMA:
+                sys.exit(f"error: unknown config field {name!r} in {arg!r}; valid fields are {sorted(SCHEMA)}")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    maybe_initialize_distributed()
+    config = _CONFIG.value
+    try:
+        validate_config(config)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    result = fit(config, _WORKDIR.value, resume=_RESUME.value, progress=_PROGRESS.value)
+    print(f"final test accuracy: {100 * result.test_accuracy:.2f}% (test loss {result.test_loss:.4f}) after "
+          f"{result.train_seconds:.0f} s of training")
+    print(f"metrics: {result.metrics_path}")
+    print(f"plots: {', '.join(result.plots)}")
+    print(f"checkpoints: {result.workdir}/checkpoints")
+
+
+if __name__ == "__main__":
+    check_override_names(sys.argv[1:])
+    app.run(main)

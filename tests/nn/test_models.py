@@ -1,0 +1,38 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from implicit_jax.nn import ConvDEQ, DEQMLP
+
+
+def test_conv_deq_shapes_convergence_and_finite_gradients():
+    model = ConvDEQ(1, 3, image_size=8, channels=8, groups=4, rngs=nnx.Rngs(0), tol=1e-3, max_steps=40)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 8, 1)), jnp.float32)
+    out = model(x)
+    assert out.logits.shape == (4, 3) and out.info.rel_residual.shape == (4,)
+    assert bool(jnp.all(out.info.converged)) and float(out.jacobian_penalty) == 0.0
+    graphdef, state = nnx.split(model)
+    grads = jax.grad(lambda s: jnp.sum(nnx.merge(graphdef, s)(x).logits ** 2))(state)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+    penalty = model(x, jacobian_key=jax.random.key(0)).jacobian_penalty
+    assert float(penalty) > 0
+
+
+def test_models_reject_wrong_input_shapes():
+    conv = ConvDEQ(1, 3, image_size=8, channels=8, groups=4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"expects images of shape \(batch, 8, 8, 1\)"):
+        conv(jnp.zeros((2, 8, 8, 3), jnp.float32))
+    mlp = DEQMLP(64, 10, hidden=16, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="expects 64 features"):
+        mlp(jnp.zeros((2, 7, 7, 1), jnp.float32))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ConvDEQ(1, 3, image_size=10, rngs=nnx.Rngs(0))
+
+
+def test_deq_mlp_cell_is_a_contraction_and_its_solve_converges():
+    mlp = DEQMLP(64, 10, hidden=16, spectral_bound=0.9, rngs=nnx.Rngs(0), tol=1e-5, max_steps=100)
+    assert float(jnp.linalg.norm(mlp.deq.cell.linear(), 2)) <= 0.9 + 1e-5
+    out = mlp(jnp.asarray(np.random.default_rng(0).standard_normal((3, 8, 8, 1)), jnp.float32))
+    assert out.logits.shape == (3, 10) and bool(jnp.all(out.info.converged))

@@ -1,0 +1,54 @@
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+import pytest
+from flax import nnx
+
+from implicit_jax.nn import ConvDEQ, DEQMLP
+from implicit_jax.train.config import base_config, model_from_config, optimizer_from_config, validate_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.py"))
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_are_valid(path):
+    validate_config(load(path))
+
+
+def test_all_problems_are_reported_at_once():
+    # ConfigDict itself refuses type changes of an existing config; a config built from a
+    # dict (e.g. a hand-written file) is caught here instead.
+    fields = dict(base_config().to_dict(), backward="adjoint", batch_size=-3, learning_rate="fast", colour="red")
+    config = ml_collections.ConfigDict(fields)
+    with pytest.raises(ValueError) as error:
+        validate_config(config)
+    message = str(error.value)
+    assert "backward='adjoint' is not one of" in message and "'implicit'" in message
+    assert "batch_size=-3 is out of range" in message
+    assert "learning_rate='fast' must be of type float" in message
+    assert "unknown field(s) ['colour']" in message
+
+
+def test_conv_width_must_split_into_groups():
+    config = base_config()
+    config.model, config.width, config.groups = "conv_deq", 30, 8
+    with pytest.raises(ValueError, match="divisible by groups"):
+        validate_config(config)
+
+
+def test_model_and_optimizer_from_config():
+    config = base_config()
+    assert isinstance(model_from_config(config, (8, 8, 1), 4, nnx.Rngs(0)), DEQMLP)
+    config.model, config.width, config.groups, config.normalization = "conv_deq", 8, 4, "weight"
+    assert isinstance(model_from_config(config, (8, 8, 1), 4, nnx.Rngs(0)), ConvDEQ)
+    for name in ["adam", "adamw", "sgd"]:
+        config.optimizer, config.grad_clip = name, 1.0
+        assert optimizer_from_config(config, 10) is not None

@@ -9,6 +9,7 @@ def get_config():
     config.model = "deq_mlp"
     config.width = 32
     config.batch_size = 32
+    config.learning_rate = 1e-2
     config.num_epochs = 5.0
     config.eval_every = 40
     config.log_every = 4

@@ -1,4 +1,17 @@
-"""Training DEQs: data, configuration, the Optax loop, checkpoints, sharding, metrics."""
+"""Training DEQs: data, configuration, the Optax loop, checkpoints, sharding, metrics.
+
+Needs the ``train`` extra: ``pip install "implicit-jax[train]"``.
+"""
+
+try:
+    import matplotlib  # noqa: F401
+    import ml_collections  # noqa: F401
+    import orbax.checkpoint  # noqa: F401
+    import sklearn  # noqa: F401
+    import tqdm  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(f"implicit_jax.train needs the 'train' extra ({error.name} is missing): "
+                      'pip install "implicit-jax[train]"') from error
 
 from implicit_jax.train.checkpoint import Checkpointer
 from implicit_jax.train.config import SCHEMA, base_config, model_from_config, optimizer_from_config, validate_config

@@ -236,7 +236,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False
         checkpointer.save(total_steps, state)
     checkpointer.close()
     final = run_eval(state.params)
-    writer.write(dict(step=total_steps, time=elapsed, **final))
+    if start < total_steps:  # a resumed, already finished run has its final record
+        writer.write(dict(step=total_steps, time=elapsed, **final))
     plots = plot_metrics(writer.path, workdir)
     return RunResult(state, final["test_accuracy"], final["test_loss"], os.path.abspath(workdir), writer.path, plots,
                      elapsed)

@@ -24,3 +24,34 @@ def test_backward_benchmark_runs_without_peers(tmp_path):
     out = run("benchmarks/backward.py", "--settings", "8x16", "--repeats", "1", "--no-peers", "--out", str(target))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "implicit (fixed-point fwd+adjoint)" in out.stdout and target.exists()
+
+
+def test_train_script_runs_the_smoke_config_and_resumes(tmp_path):
+    workdir = str(tmp_path / "smoke")
+    out = run("scripts/train.py", "--config", "configs/smoke.py", "--workdir", workdir, "--progress=false",
+              "--config.num_epochs=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "final test accuracy" in out.stdout and (tmp_path / "smoke" / "accuracy.png").exists()
+    again = run("scripts/train.py", "--config", "configs/smoke.py", "--workdir", workdir, "--progress=false",
+                "--config.num_epochs=1")
+    assert again.returncode != 0 and "already holds checkpoints" in again.stderr
+    resumed = run("scripts/train.py", "--config", "configs/smoke.py", "--workdir", workdir, "--progress=false",
+                  "--config.num_epochs=2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+def test_train_script_rejects_bad_configs_before_any_compute(tmp_path):
+    cases = [("--config.backward=adjoint", "is not one of"), ("--config.colour=red", "unknown config field 'colour'"),
+             ("--config.batch_size=many", "batch_size")]
+    for override, message in cases:
+        out = run("scripts/train.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path / "bad"), override)
+        assert out.returncode != 0 and message in out.stderr, (override, out.stderr[-1000:])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_compare_backward_prints_a_table_and_saves_a_plot(tmp_path):
+    out = run("scripts/compare_backward.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path),
+              "--backwards=implicit,jfb", "--repeats=1", "--config.num_epochs=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "step/implicit" in out.stdout and "jfb" in out.stdout
+    assert (tmp_path / "loss_vs_time.png").exists() and (tmp_path / "compare.json").exists()

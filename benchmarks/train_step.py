@@ -1,0 +1,182 @@
+"""Wall time per DEQ train step for each backward estimator, as ratios to "implicit", and against torchdeq.
+
+Model: the DEQ MLP of ``configs/digits_deq_mlp.py`` (injection 64 -> 128, cell
+z = tanh(W z + x) with W spectrally normalised to 0.9, layer norm, linear head) on
+scikit-learn's 8x8 digits, batch 64, Anderson forward (tolerance 1e-4 on the relative
+residual, at most 40 steps), Adam. Every method trains from its own framework's
+initialisation on the same batch sequence for ``--steps`` steps; the table gives the
+median wall time of the steps after the first ``--skip`` (compilation, warm-up), the
+mean forward solver steps, and the final train loss.
+
+torchdeq (PyTorch, CPU) runs the same model with its equivalent options: ``ift=True``
+for "implicit" (Anderson adjoint solve at the same tolerance), ``grad=1`` for "jfb",
+``grad=k, tau=damping`` for "phantom_unroll" (its unrolled phantom gradient). torchdeq has
+no SHINE or Neumann-phantom estimator. Install it with the ``bench`` extra after torch's
+CPU build (``pip install torch==2.13.0``); without it, only our rows are printed.
+
+    python benchmarks/train_step.py                      # writes benchmarks/results/train_step.json
+    python benchmarks/train_step.py --steps 30 --no-peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import implicit_jax as ij
+from implicit_jax.train import base_config
+from implicit_jax.train import data as data_lib
+from implicit_jax.train import sharding
+from implicit_jax.train.loop import init_state, make_train_step
+
+HIDDEN, BATCH, TOL, MAX_STEPS, LR, BOUND = 128, 64, 1e-4, 40, 3e-3, 0.9
+PHANTOM_K, PHANTOM_DAMPING = 5, 0.5
+OURS = {
+    "implicit": ("anderson", "implicit"),
+    "shine": ("broyden", "shine"),
+    "jfb": ("anderson", "jfb"),
+    "phantom_unroll": ("anderson", ij.PhantomUnroll(k=PHANTOM_K, damping=PHANTOM_DAMPING)),
+    "phantom_neumann": ("anderson", ij.PhantomNeumann(k=PHANTOM_K, damping=PHANTOM_DAMPING)),
+}
+
+
+def batches(dataset, steps):
+    n = len(dataset.train_labels)
+    for step in range(steps):
+        idx = data_lib.batch_indices(step, n, BATCH, seed=0)
+        yield dataset.train_images[idx], dataset.train_labels[idx]
+
+
+def summarize(times, fwd_steps, losses, skip):
+    return dict(median_ms=1e3 * float(np.median(times[skip:])), mean_forward_steps=float(np.mean(fwd_steps[skip:])),
+                final_loss=float(np.mean(losses[-5:])))
+
+
+def time_ours(name, dataset, steps, skip):
+    solver, backward = OURS[name]
+    config = base_config()
+    config.update(dict(dataset="digits", model="deq_mlp", width=HIDDEN, normalization="spectral", solver=solver,
+                       tol=TOL, max_steps=MAX_STEPS, learning_rate=LR, schedule="constant", batch_size=BATCH))
+    config.backward = backward if isinstance(backward, str) else "implicit"
+    _, (graphdef, rest), optimizer, state = init_state(config, dataset, steps)
+    if not isinstance(backward, str):  # a configured estimator object: swap it into the model
+        from flax import nnx
+
+        model = nnx.merge(graphdef, state.params, rest)
+        model.deq.backward = backward
+        graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    mesh = sharding.data_mesh()
+    step_fn = jax.jit(make_train_step(graphdef, rest, optimizer))
+    times, fwd, losses = [], [], []
+    for x, y in batches(dataset, steps):
+        x, y = sharding.shard_batch(mesh, x, y)
+        tick = time.perf_counter()
+        state, metrics = step_fn(state, x, y)
+        metrics = jax.device_get(metrics)
+        times.append(time.perf_counter() - tick)
+        fwd.append(metrics["forward_steps"])
+        losses.append(metrics["loss"])
+    return summarize(times, fwd, losses, skip)
+
+
+def time_torchdeq(name, dataset, steps, skip):
+    import torch
+    from torchdeq import get_deq
+
+    torch.manual_seed(0)
+    options = dict(f_solver="anderson", f_max_iter=MAX_STEPS, f_tol=TOL, f_stop_mode="rel")
+    if name == "implicit":
+        options.update(ift=True, b_solver="anderson", b_max_iter=MAX_STEPS, b_tol=TOL, b_stop_mode="rel")
+    elif name == "jfb":
+        options.update(grad=1)
+    elif name == "phantom_unroll":
+        options.update(grad=PHANTOM_K, tau=PHANTOM_DAMPING)
+    else:
+        return None
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.injection = torch.nn.Linear(64, HIDDEN)
+            self.weight = torch.nn.Parameter(torch.randn(HIDDEN, HIDDEN) * 0.5 / HIDDEN**0.5)
+            self.norm = torch.nn.LayerNorm(HIDDEN)
+            self.head = torch.nn.Linear(HIDDEN, 10)
+            self.deq = get_deq(**options)
+
+        def forward(self, x):
+            u = self.injection(x)
+            w = self.weight * torch.clamp(BOUND / torch.linalg.matrix_norm(self.weight, 2), max=1.0)
+            z, info = self.deq(lambda z: torch.tanh(z @ w.T + u), torch.zeros_like(u))
+            return self.head(self.norm(z[-1])), info
+
+    model = Model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    times, fwd, losses = [], [], []
+    for x, y in batches(dataset, steps):
+        x, y = torch.from_numpy(x.reshape(BATCH, -1)), torch.from_numpy(y.astype(np.int64))
+        tick = time.perf_counter()
+        logits, info = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - tick)
+        fwd.append(float(info["nstep"].float().mean()))
+        losses.append(loss.item())
+    return summarize(times, fwd, losses, skip)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--skip", type=int, default=20)
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
+    args = parser.parse_args()
+    if not 0 <= args.skip < args.steps:
+        parser.error("--skip must be in [0, --steps)")
+    dataset = data_lib.digits()
+    peers = not args.no_peers
+    if peers:
+        try:
+            import torchdeq  # noqa: F401
+        except ImportError:
+            print("torchdeq is not installed (pip install torch==2.13.0 && pip install -e '.[bench]'); ours only")
+            peers = False
+    rows = []
+    for name in OURS:
+        ours = time_ours(name, dataset, args.steps, args.skip)
+        theirs = time_torchdeq(name, dataset, args.steps, args.skip) if peers else None
+        rows.append(dict(backward=name, ours=ours, torchdeq=theirs))
+    implicit_ms = rows[0]["ours"]["median_ms"]
+    print(f"DEQ MLP on digits, batch {BATCH}, hidden {HIDDEN}, Anderson tol {TOL} (rel), {args.steps} steps, "
+          f"median of the last {args.steps - args.skip}; {platform.processor() or platform.machine()}, "
+          f"{jax.devices()[0].platform}")
+    print(f"{'backward':<16} {'ours ms':>8} {'/implicit':>9} {'fwd steps':>9} {'torchdeq ms':>11} {'fwd steps':>9} "
+          f"{'torchdeq/ours':>13}")
+    for row in rows:
+        ours, theirs = row["ours"], row["torchdeq"]
+        row["ratio_to_implicit"] = ours["median_ms"] / implicit_ms
+        line = (f"{row['backward']:<16} {ours['median_ms']:8.2f} {row['ratio_to_implicit']:9.2f} "
+                f"{ours['mean_forward_steps']:9.1f}")
+        if theirs:
+            row["torchdeq_over_ours"] = theirs["median_ms"] / ours["median_ms"]
+            line += f" {theirs['median_ms']:11.2f} {theirs['mean_forward_steps']:9.1f} {row['torchdeq_over_ours']:13.2f}"
+        else:
+            line += f" {'n/a':>11} {'':>9} {'':>13}"
+        print(line)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(dict(steps=args.steps, skip=args.skip, batch=BATCH, hidden=HIDDEN, tol=TOL, rows=rows,
+                       machine=platform.machine(), backend=jax.devices()[0].platform), handle, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The notebooks run end to end, jitted, in their small setting (IMPLICIT_JAX_SMALL=1)."""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from implicit_jax.train.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.mark.parametrize("name", ["quickstart", "fashion_mnist_deq"])
+def test_notebook_runs(name, monkeypatch):
+    if name == "fashion_mnist_deq" and not all(
+            os.path.exists(os.path.join(FASHION_MNIST_DIR, f)) for f in FASHION_MNIST_FILES.values()):
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist; .ci/run does)")
+    monkeypatch.setenv("IMPLICIT_JAX_SMALL", "1")
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors

@@ -26,7 +26,7 @@ def get_config():
     config.grad_clip = 1.0
     config.batch_size = 128
     config.num_epochs = 2.0
-    config.eval_every = 469
+    config.eval_every = 468
     config.log_every = 20
     config.checkpoint_every = 200
     config.eval_batch_size = 500

@@ -9,7 +9,7 @@ its latest checkpoint ends with exactly the parameters of an uninterrupted run.
 An interrupted run (Ctrl-C, ``SIGTERM``, or any exception) writes a checkpoint of the
 last completed step before it exits.
 
-Per-step metrics: ``loss`` (with the Jacobian penalty), ``cross_entropy``, ``accuracy``,
+Metrics, averaged over the ``log_every`` steps before each record: ``loss`` (with the Jacobian penalty), ``cross_entropy``, ``accuracy``,
 ``forward_steps`` (mean over samples of the solver iterations), ``forward_residual``
 (mean relative residual), ``forward_converged`` (fraction), ``backward_steps`` and
 ``backward_residual`` (the adjoint solve's, from :func:`implicit_jax.backward_tap`),
@@ -198,7 +198,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False
         raise _Interrupted("SIGTERM")
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    elapsed, step = 0.0, start
+    elapsed, step, window = 0.0, start, []
     bar = tqdm(total=total_steps, initial=start, disable=not progress, dynamic_ncols=True, desc="train")
     try:
         for step in range(start, total_steps):
@@ -209,9 +209,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False
             state, metrics = step_fn(state, images, labels)
             metrics = jax.device_get(metrics)
             elapsed += time.perf_counter() - tick
+            window.append(dict(metrics, step_seconds=time.perf_counter() - tick))
             if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
-                writer.write(dict(step=step + 1, time=elapsed, step_seconds=time.perf_counter() - tick,
-                                  warmup=step < config.warmup_steps, **metrics))
+                means = {key: float(np.mean([m[key] for m in window])) for key in window[0]}
+                writer.write(dict(step=step + 1, time=elapsed, warmup=step < config.warmup_steps, **means))
+                window = []
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
                             fwd=f"{metrics['forward_steps']:.1f}", res=f"{metrics['forward_residual']:.1e}")

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from implicit_jax.estimators import backward_tap
 from implicit_jax.train import data as data_lib

@@ -14,13 +14,19 @@ for "implicit" (Anderson adjoint solve at the same tolerance), ``grad=1`` for "j
 no SHINE or Neumann-phantom estimator. Install it with the ``bench`` extra after torch's
 CPU build (``pip install torch==2.13.0``); without it, only our rows are printed.
 
-    python benchmarks/train_step.py                      # writes benchmarks/results/train_step.json
+``--model conv`` times the conv DEQ of ``configs/fashion_mnist_deq.py`` (batch 128,
+Fashion-MNIST, Anderson at tolerance 1e-2, at most 15 steps, Jacobian regularisation) instead;
+torchdeq is not run there.
+
+    python benchmarks/train_step.py                      # writes benchmarks/results/train_step_mlp.json
+    python benchmarks/train_step.py --model conv --steps 40 --skip 10
     python benchmarks/train_step.py --steps 30 --no-peers
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import time
@@ -46,10 +52,10 @@ OURS = {
 }
 
 
-def batches(dataset, steps):
+def batches(dataset, steps, batch=BATCH):
     n = len(dataset.train_labels)
     for step in range(steps):
-        idx = data_lib.batch_indices(step, n, BATCH, seed=0)
+        idx = data_lib.batch_indices(step, n, batch, seed=0)
         yield dataset.train_images[idx], dataset.train_labels[idx]
 
 
@@ -58,11 +64,23 @@ def summarize(times, fwd_steps, losses, skip):
                 final_loss=float(np.mean(losses[-5:])))
 
 
-def time_ours(name, dataset, steps, skip):
-    solver, backward = OURS[name]
+def model_config(model: str):
+    """The benchmarked configuration: the digits DEQ MLP, or the main job's conv DEQ."""
+    if model == "conv":
+        spec = importlib.util.spec_from_file_location("config", Path(__file__).parents[1] / "configs" / "fashion_mnist_deq.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config()
     config = base_config()
-    config.update(dict(dataset="digits", model="deq_mlp", width=HIDDEN, normalization="spectral", solver=solver,
-                       tol=TOL, max_steps=MAX_STEPS, learning_rate=LR, schedule="constant", batch_size=BATCH))
+    config.update(dict(dataset="digits", model="deq_mlp", width=HIDDEN, normalization="spectral", tol=TOL,
+                       max_steps=MAX_STEPS, learning_rate=LR, schedule="constant", batch_size=BATCH))
+    return config
+
+
+def time_ours(name, model, dataset, steps, skip):
+    solver, backward = OURS[name]
+    config = model_config(model)
+    config.solver = solver
     config.backward = backward if isinstance(backward, str) else "implicit"
     _, (graphdef, rest), optimizer, state = init_state(config, dataset, steps)
     if not isinstance(backward, str):  # a configured estimator object: swap it into the model
@@ -72,9 +90,9 @@ def time_ours(name, dataset, steps, skip):
         model.deq.backward = backward
         graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     mesh = sharding.data_mesh()
-    step_fn = jax.jit(make_train_step(graphdef, rest, optimizer))
+    step_fn = jax.jit(make_train_step(graphdef, rest, optimizer, jac_reg_weight=config.jac_reg_weight))
     times, fwd, losses = [], [], []
-    for x, y in batches(dataset, steps):
+    for x, y in batches(dataset, steps, config.batch_size):
         x, y = sharding.shard_batch(mesh, x, y)
         tick = time.perf_counter()
         state, metrics = step_fn(state, x, y)
@@ -134,15 +152,18 @@ def time_torchdeq(name, dataset, steps, skip):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["mlp", "conv"], default="mlp")
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--skip", type=int, default=20)
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/train_step_<model>.json)")
     args = parser.parse_args()
+    args.out = args.out or str(Path(__file__).parent / "results" / f"train_step_{args.model}.json")
     if not 0 <= args.skip < args.steps:
         parser.error("--skip must be in [0, --steps)")
-    dataset = data_lib.digits()
-    peers = not args.no_peers
+    config = model_config(args.model)
+    dataset = data_lib.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
+    peers = not args.no_peers and args.model == "mlp"
     if peers:
         try:
             import torchdeq  # noqa: F401
@@ -151,13 +172,15 @@ def main():
             peers = False
     rows = []
     for name in OURS:
-        ours = time_ours(name, dataset, args.steps, args.skip)
+        ours = time_ours(name, args.model, dataset, args.steps, args.skip)
         theirs = time_torchdeq(name, dataset, args.steps, args.skip) if peers else None
         rows.append(dict(backward=name, ours=ours, torchdeq=theirs))
     implicit_ms = rows[0]["ours"]["median_ms"]
-    print(f"DEQ MLP on digits, batch {BATCH}, hidden {HIDDEN}, Anderson tol {TOL} (rel), {args.steps} steps, "
-          f"median of the last {args.steps - args.skip}; {platform.processor() or platform.machine()}, "
-          f"{jax.devices()[0].platform}")
+    setting = (f"DEQ MLP on digits, batch {BATCH}, hidden {HIDDEN}, Anderson tol {TOL} (rel)" if args.model == "mlp" else
+               f"conv DEQ on Fashion-MNIST, batch {config.batch_size}, width {config.width}, tol {config.tol} (rel), "
+               f"max {config.max_steps} steps, Jacobian penalty {config.jac_reg_weight}")
+    print(f"{setting}, {args.steps} steps, median of the last {args.steps - args.skip}; "
+          f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}")
     print(f"{'backward':<16} {'ours ms':>8} {'/implicit':>9} {'fwd steps':>9} {'torchdeq ms':>11} {'fwd steps':>9} "
           f"{'torchdeq/ours':>13}")
     for row in rows:
@@ -173,7 +196,7 @@ def main():
         print(line)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as handle:
-        json.dump(dict(steps=args.steps, skip=args.skip, batch=BATCH, hidden=HIDDEN, tol=TOL, rows=rows,
+        json.dump(dict(setting=setting, steps=args.steps, skip=args.skip, rows=rows,
                        machine=platform.machine(), backend=jax.devices()[0].platform), handle, indent=1)
     print(f"wrote {args.out}")
 

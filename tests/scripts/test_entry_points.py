@@ -55,3 +55,10 @@ def test_compare_backward_prints_a_table_and_saves_a_plot(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "step/implicit" in out.stdout and "jfb" in out.stdout
     assert (tmp_path / "loss_vs_time.png").exists() and (tmp_path / "compare.json").exists()
+
+
+def test_train_step_benchmark_runs_without_peers(tmp_path):
+    target = tmp_path / "train_step.json"
+    out = run("benchmarks/train_step.py", "--steps", "3", "--skip", "1", "--no-peers", "--out", str(target))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "/implicit" in out.stdout and "phantom_neumann" in out.stdout and target.exists()

@@ -1,6 +1,6 @@
 """The main job: a small convolutional DEQ (MDEQ-tiny cell, 32 channels at 14x14) on Fashion-MNIST.
 
-About 14 minutes on 2 CPU cores for 2.5 epochs (Jacobian regularisation keeps the solves short); any estimator is one override away:
+About 11 minutes on 2 CPU cores for 2.5 epochs (Jacobian regularisation keeps the solves short); any estimator is one override away:
 ``--config.backward=shine --config.solver=broyden``.
 """
 

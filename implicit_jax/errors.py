@@ -40,6 +40,24 @@ def raise_if_not_converged(info) -> None:
         _check_forward(*args)
 
 
+def _check_argmin(converged, steps, grad_norm, value):
+    if not bool(np.asarray(converged)):
+        raise NonConvergenceError(
+            f"argmin's inner solver did not converge after {int(steps)} steps (gradient norm "
+            f"{float(grad_norm):.3e}, value {float(value):.6g}; NaN means a non-finite value). "
+            "Raise max_steps, loosen tol, or check that g is smooth and strongly convex in w."
+        )
+
+
+def raise_if_argmin_not_converged(info) -> None:
+    """Raise :class:`NonConvergenceError` unless an inner minimisation met its gradient tolerance."""
+    args = (info.converged, info.steps, info.grad_norm, info.value)
+    if _is_traced(*args):
+        jax.debug.callback(_check_argmin, *args)
+    else:
+        _check_argmin(*args)
+
+
 def _check_backward(name, converged, steps, abs_residual):
     converged = np.asarray(converged)
     if np.any(converged == 0.0):

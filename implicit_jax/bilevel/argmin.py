@@ -1,0 +1,131 @@
+r"""The inner-optimisation entry point: ``w = argmin(g, hparams, w0, backward=...)``.
+
+Solves :math:`w^\star(\lambda) = \arg\min_w g(w, \lambda)` with a pure-JAX inner solver
+and gives :math:`w^\star` the hypergradient that ``backward`` names (see
+:mod:`implicit_jax.bilevel.argmin_backwards`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from implicit_jax._registry import resolve
+from implicit_jax.bilevel.argmin_backwards import ARGMIN_BACKWARDS, AbstractArgminBackward
+from implicit_jax.bilevel.argmin_base import ArgminProblem
+from implicit_jax.errors import raise_if_argmin_not_converged
+from implicit_jax.estimators.base import BackwardInfo
+from implicit_jax.solvers.base import StopCriterion
+from implicit_jax.solvers.lbfgs import LBFGS
+from implicit_jax.solvers.minimize import AbstractMinimizer
+from implicit_jax.solvers.optax_minimizer import OptaxMinimizer
+
+PyTree = Any
+
+#: inner-solver names accepted by ``argmin(solver=...)``.
+MINIMIZERS = {"lbfgs": LBFGS}
+
+
+def resolve_minimizer(solver) -> AbstractMinimizer:
+    """A name, a configured minimiser or an Optax optimizer -> configured minimiser."""
+    if isinstance(solver, optax.GradientTransformation):
+        return OptaxMinimizer(solver)
+    return resolve(solver, MINIMIZERS, AbstractMinimizer, "argmin solver", "LBFGS(memory=60), OptaxMinimizer(optax.adam(1e-2)) or an optax optimizer")
+
+
+def resolve_argmin_backward(backward) -> AbstractArgminBackward:
+    return resolve(backward, ARGMIN_BACKWARDS, AbstractArgminBackward, "argmin backward", "ArgminShine(opa_every=5) or ArgminNeumann(k=50, step_size=0.1)")
+
+
+def _describe(tree) -> str:
+    return str(jax.tree_util.tree_map(lambda a: f"{jnp.result_type(a)}{list(jnp.shape(a))}", tree))
+
+
+def _check_objective(g, w0, hparams) -> None:
+    try:
+        out = jax.eval_shape(g, w0, hparams)
+    except Exception as error:  # noqa: BLE001 - re-raised with the shapes the user passed
+        raise type(error)(f"g(w, hparams) failed when called with w = {_describe(w0)} and hparams = {_describe(hparams)}: {error}") from error
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == () and jnp.issubdtype(out.dtype, jnp.floating)):
+        raise ValueError(f"g(w, hparams) must return a float scalar, got {_describe(out)}.")
+
+
+def _check_inputs(w0, hparams) -> None:
+    for what, tree in (("w0", w0), ("hparams", hparams)):
+        leaves = jax.tree_util.tree_leaves(tree)
+        if what == "w0" and not leaves:
+            raise ValueError("argmin needs w0 with at least one array leaf (the inner variables).")
+        for leaf in leaves:
+            if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+                raise TypeError(
+                    f"argmin differentiates with respect to {what}, so its leaves must be floating point; "
+                    f"got dtype {jnp.result_type(leaf)} in {what} = {_describe(tree)}."
+                )
+
+
+def argmin(
+    g: Callable[[PyTree, PyTree], jax.Array],
+    hparams: PyTree,
+    w0: PyTree,
+    *,
+    solver: str | AbstractMinimizer | optax.GradientTransformation = "lbfgs",
+    backward: str | AbstractArgminBackward = "implicit",
+    tol: float = 1e-6,
+    max_steps: int = 500,
+    stop_mode: str = "rel",
+    outer_loss: Callable[[PyTree], jax.Array] | None = None,
+    throw: bool = False,
+    return_info: bool = False,
+    backward_tap: BackwardInfo | None = None,
+):
+    """Minimise ``g(w, hparams)`` over ``w`` and differentiate the minimiser w.r.t. ``hparams``.
+
+    Args:
+      g: scalar inner objective ``g(w, hparams)``, smooth and strongly convex in ``w`` near
+        the solution. It may close over traced values (they receive gradients too).
+      hparams: outer variables (any pytree of floats).
+      w0: starting point (any pytree of floats); its gradient is zero except for ``"unroll"``.
+      solver: ``"lbfgs"``, ``LBFGS(memory=...)``, ``OptaxMinimizer(opt)`` or directly an Optax
+        optimizer (run for at most ``max_steps`` steps).
+      backward: ``"implicit"``, ``"shine"``, ``"neumann"``, ``"jfb"``, ``"unroll"`` or a configured
+        object (``ArgminImplicit(max_steps=50)``, ``ArgminShine(opa_every=5)``, ``ArgminNeumann(k=50, step_size=0.1)``).
+      tol: gradient-norm tolerance of the inner solve (relative to :math:`\\|\\nabla g(w_0)\\|` for
+        ``stop_mode="rel"``, absolute for ``"abs"``); also the default CG tolerance.
+      max_steps: inner iteration cap.
+      outer_loss: ``F(w) -> scalar``, the outer loss as a function of the inner variables;
+        needed only by SHINE's outer-problem awareness (``ArgminShine(opa_every=k)``).
+      throw: raise :class:`implicit_jax.NonConvergenceError` when the inner solve (or the
+        backward's CG solve) ends unconverged; works under ``jit``.
+      return_info: also return the :class:`implicit_jax.solvers.MinimizeInfo`.
+      backward_tap: a :func:`implicit_jax.backward_tap` value; its gradient is the backward's
+        :class:`implicit_jax.BackwardInfo` (CG steps and residual, SHINE fallback).
+
+    Returns:
+      ``w`` (structure of ``w0``), or ``(w, info)`` with ``return_info=True``.
+    """
+    minimizer = resolve_minimizer(solver)
+    backward = resolve_argmin_backward(backward)
+    criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw)
+    _check_inputs(w0, hparams)
+    _check_objective(g, w0, hparams)
+    w0_flat, unravel = ravel_pytree(w0)
+
+    converted, consts = jax.closure_convert(g, w0, hparams)
+    problem = ArgminProblem(lambda w, theta: converted(unravel(w), theta[0], *theta[1]))
+
+    outer = None
+    if backward.outer_awareness():
+        if outer_loss is None:
+            raise ValueError(f"{backward!r} uses outer-problem awareness, so argmin needs outer_loss=F (F(w) -> scalar).")
+        outer_converted, outer_consts = jax.closure_convert(outer_loss, w0)
+        outer = (lambda w, c: outer_converted(unravel(w), *c), list(outer_consts), backward.outer_awareness())
+
+    w, info = backward.solve(problem, minimizer, criterion, (hparams, list(consts)), w0_flat, outer, backward_tap)
+    if throw:
+        raise_if_argmin_not_converged(info)
+    w = unravel(w)
+    return (w, info) if return_info else w

@@ -9,8 +9,22 @@ from implicit_jax.bilevel.argmin_backwards import (
     ArgminShine,
     ArgminUnroll,
 )
+from implicit_jax.bilevel.fds import FDS, shared_index, shared_schedule
+from implicit_jax.bilevel.fg2u import FG2U
+from implicit_jax.bilevel.unrolled import UNROLLED_METHODS, Reverse, Truncated, resolve_method, unrolled_hypergradient
+from implicit_jax.bilevel.unrolled_base import AbstractUnrolledMethod
 
 __all__ = [
+    "AbstractUnrolledMethod",
+    "FDS",
+    "FG2U",
+    "Reverse",
+    "Truncated",
+    "UNROLLED_METHODS",
+    "resolve_method",
+    "shared_index",
+    "shared_schedule",
+    "unrolled_hypergradient",
     "ARGMIN_BACKWARDS",
     "ArgminImplicit",
     "ArgminJFB",

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from implicit_jax._checks import check_float_scalar, describe, eval_shape_or_explain
 from implicit_jax._registry import resolve
 from implicit_jax.bilevel.argmin_backwards import ARGMIN_BACKWARDS, AbstractArgminBackward
 from implicit_jax.bilevel.argmin_base import ArgminProblem
@@ -41,17 +42,9 @@ def resolve_argmin_backward(backward) -> AbstractArgminBackward:
     return resolve(backward, ARGMIN_BACKWARDS, AbstractArgminBackward, "argmin backward", "ArgminShine(opa_every=5) or ArgminNeumann(k=50, step_size=0.1)")
 
 
-def _describe(tree) -> str:
-    return str(jax.tree_util.tree_map(lambda a: f"{jnp.result_type(a)}{list(jnp.shape(a))}", tree))
-
-
 def _check_objective(g, w0, hparams) -> None:
-    try:
-        out = jax.eval_shape(g, w0, hparams)
-    except Exception as error:  # noqa: BLE001 - re-raised with the shapes the user passed
-        raise type(error)(f"g(w, hparams) failed when called with w = {_describe(w0)} and hparams = {_describe(hparams)}: {error}") from error
-    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == () and jnp.issubdtype(out.dtype, jnp.floating)):
-        raise ValueError(f"g(w, hparams) must return a float scalar, got {_describe(out)}.")
+    out = eval_shape_or_explain(g, "g(w, hparams)", {"w": w0, "hparams": hparams})
+    check_float_scalar(out, "g(w, hparams)")
 
 
 def _check_inputs(w0, hparams) -> None:
@@ -63,7 +56,7 @@ def _check_inputs(w0, hparams) -> None:
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
                 raise TypeError(
                     f"argmin differentiates with respect to {what}, so its leaves must be floating point; "
-                    f"got dtype {jnp.result_type(leaf)} in {what} = {_describe(tree)}."
+                    f"got dtype {jnp.result_type(leaf)} in {what} = {describe(tree)}."
                 )
 
 

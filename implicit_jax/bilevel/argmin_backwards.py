@@ -83,7 +83,7 @@ class ArgminShine(CustomVJPArgminBackward):
 
     opa_every: int = 0
     fallback: bool = False
-    fallback_tol: float = 0.5
+    fallback_tol: float = 0.1
     refine: int = 0
     refine_tol: float | None = None
     max_fallback_steps: int = _DEFAULT_CG_STEPS

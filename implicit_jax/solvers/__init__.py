@@ -4,7 +4,11 @@ from implicit_jax._registry import resolve
 from implicit_jax.solvers.anderson import Anderson
 from implicit_jax.solvers.base import AbstractFixedPointSolver, SolverInfo, StopCriterion, iterate
 from implicit_jax.solvers.broyden import Broyden
+from implicit_jax.solvers.cg import CGInfo, conjugate_gradient
 from implicit_jax.solvers.fixed_point_iteration import FixedPointIteration
+from implicit_jax.solvers.lbfgs import LBFGS
+from implicit_jax.solvers.minimize import AbstractMinimizer, MinimizeInfo, minimize
+from implicit_jax.solvers.optax_minimizer import OptaxMinimizer
 
 #: solver names accepted wherever a solver is expected, mapped to default configurations.
 SOLVERS = {
@@ -20,6 +24,13 @@ def resolve_solver(solver, option: str = "solver") -> AbstractFixedPointSolver:
 
 
 __all__ = [
+    "AbstractMinimizer",
+    "CGInfo",
+    "LBFGS",
+    "MinimizeInfo",
+    "OptaxMinimizer",
+    "conjugate_gradient",
+    "minimize",
     "AbstractFixedPointSolver",
     "Anderson",
     "Broyden",

@@ -1,0 +1,142 @@
+r"""Hypergradients through unrolled training: ``unrolled_hypergradient(step, hparams, state0, T, outer_loss, method=...)``.
+
+For :math:`F(\varphi) = \mathcal{L}(s_T(\varphi), \varphi)`, :math:`s_{t+1} = \text{step}(s_t, \varphi, t)`:
+
+================  ===========================================  =====================  ==================
+method            estimate                                     memory                 reference
+================  ===========================================  =====================  ==================
+``"reverse"``     exact, backprop through all :math:`T` steps  grows with :math:`T`   Maclaurin et al. 2015
+``Truncated(k)``  backprop through the last :math:`k` steps    grows with :math:`k`   Shaban et al. 2019
+``"fds"``         exact, forward mode, one tangent per         :math:`O(|s| N)`       Micaelli & Storkey 2021
+                  hyperparameter (shared schedules keep
+                  :math:`N` small)
+``FG2U(b)``       unbiased, :math:`b` random JVP directions    :math:`O(|s| b)`       Shen et al. 2024
+================  ===========================================  =====================  ==================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from implicit_jax import _flat
+from implicit_jax._checks import check_float_scalar, describe, eval_shape_or_explain
+from implicit_jax._registry import resolve
+from implicit_jax.bilevel.fds import FDS
+from implicit_jax.bilevel.fg2u import FG2U
+from implicit_jax.bilevel.unrolled_base import AbstractUnrolledMethod, UnrolledProblem
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Reverse(AbstractUnrolledMethod):
+    """Reverse mode through every step: exact; stores each step's residuals (memory grows with ``num_steps``)."""
+
+    name = "reverse"
+
+    def value_and_grad(self, problem, h_flat, state0, key):
+        return jax.value_and_grad(problem.objective)(h_flat, state0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Truncated(AbstractUnrolledMethod):
+    """Reverse mode through the last ``k`` steps only (truncated backpropagation, Shaban et al. 2019).
+
+    The first ``num_steps - k`` steps run without differentiation; the estimate is biased
+    (it ignores how the hyperparameters shaped the state before the window), memory grows with ``k``.
+    """
+
+    k: int = 10
+
+    name = "truncated"
+
+    def __post_init__(self):
+        if not (isinstance(self.k, int) and not isinstance(self.k, bool) and self.k >= 1):
+            raise ValueError(f"Truncated(k=...) must be an integer >= 1, got {self.k!r}.")
+
+    def check(self, num_steps, num_hparams):
+        if self.k > num_steps:
+            raise ValueError(f"Truncated(k={self.k}) differentiates through the last k steps, but num_steps is {num_steps}; use k <= num_steps (k = num_steps is 'reverse').")
+
+    def value_and_grad(self, problem, h_flat, state0, key):
+        start = problem.num_steps - self.k
+        frozen = jax.lax.stop_gradient(problem.unravel(h_flat))
+        middle = jax.lax.stop_gradient(problem.run(frozen, state0, 0, start))
+
+        def window(h):
+            hparams = problem.unravel(h)
+            return problem.outer_loss(problem.run(hparams, middle, start, self.k), hparams)
+
+        return jax.value_and_grad(window)(h_flat)
+
+
+#: method names accepted by ``unrolled_hypergradient(method=...)``, mapped to default configurations.
+UNROLLED_METHODS = {"reverse": Reverse, "truncated": Truncated, "fds": FDS, "fg2u": FG2U}
+
+
+def resolve_method(method) -> AbstractUnrolledMethod:
+    return resolve(method, UNROLLED_METHODS, AbstractUnrolledMethod, "method", "Truncated(k=20), FDS(chunk_size=4) or FG2U(num_directions=8)")
+
+
+def _check(step, outer_loss, hparams, state0, num_steps) -> None:
+    if not (isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps >= 1):
+        raise ValueError(f"num_steps must be an integer >= 1 (the number of training steps to unroll), got {num_steps!r}.")
+    h_leaves = jax.tree_util.tree_leaves(hparams)
+    if not h_leaves:
+        raise ValueError("hparams has no array leaves: there is nothing to differentiate.")
+    for leaf in h_leaves:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise TypeError(f"hparams must hold floating-point arrays (they are differentiated), got {describe(hparams)}.")
+    if not any(jnp.issubdtype(jnp.result_type(leaf), jnp.floating) for leaf in jax.tree_util.tree_leaves(state0)):
+        raise TypeError(
+            f"the training state has no floating-point leaf ({describe(state0)}), so step(state, hparams, t) is not "
+            "differentiable and every hypergradient would be silently zero. Use float arrays for the weights."
+        )
+    t = jax.ShapeDtypeStruct((), jnp.int32)
+    out = eval_shape_or_explain(step, "step(state, hparams, t)", {"state": state0, "hparams": hparams, "t": t})
+    _flat.check_same_layout(state0, out, what="step(state, hparams, t)")
+    loss = eval_shape_or_explain(outer_loss, "outer_loss(state, hparams)", {"state": state0, "hparams": hparams})
+    check_float_scalar(loss, "outer_loss(state, hparams)")
+
+
+def unrolled_hypergradient(
+    step: Callable[[PyTree, PyTree, jax.Array], PyTree],
+    hparams: PyTree,
+    state0: PyTree,
+    num_steps: int,
+    outer_loss: Callable[[PyTree, PyTree], jax.Array],
+    *,
+    method: str | AbstractUnrolledMethod = "reverse",
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, PyTree]:
+    """The outer loss after ``num_steps`` training steps and its hypergradient.
+
+    Args:
+      step: one differentiable training step ``step(state, hparams, t) -> state`` (same
+        structure, shapes and dtypes); ``t`` is the int32 step index, so minibatches and
+        schedules can depend on it (use :func:`shared_schedule` for FDS's shared values).
+      hparams: the hyperparameters (any pytree of floats).
+      state0: the initial training state (weights, momentum, ...).
+      num_steps: :math:`T >= 1`.
+      outer_loss: ``outer_loss(state_T, hparams) -> scalar`` (e.g. validation loss).
+      method: ``"reverse"``, ``"truncated"``, ``"fds"``, ``"fg2u"`` or a configured object
+        (``Truncated(k)``, ``FDS(chunk_size=...)``, ``FG2U(num_directions=b, distribution=...)``).
+      key: PRNG key for the random directions of ``FG2U``.
+
+    Returns:
+      ``(value, hypergrad)``: :math:`F(\\varphi)` and the estimate of :math:`\\nabla F` with the structure of ``hparams``.
+    """
+    method = resolve_method(method)
+    _check(step, outer_loss, hparams, state0, num_steps)
+    h_flat, unravel = ravel_pytree(hparams)
+    method.check(num_steps, h_flat.size)
+    if method.needs_key and key is None:
+        raise ValueError(f"method {method!r} draws random directions; pass key=jax.random.key(...).")
+    problem = UnrolledProblem(step, outer_loss, num_steps, unravel)
+    value, grad = method.value_and_grad(problem, h_flat, state0, key)
+    return value, unravel(grad)

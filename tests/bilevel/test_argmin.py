@@ -1,0 +1,106 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import implicit_jax as ij
+from tests.bilevel import ridge
+
+LAM = jnp.asarray(-1.0, jnp.float64)
+W0 = jnp.zeros(ridge.D, jnp.float64)
+
+
+def hypergrad(backward, lam=LAM, **kwargs):
+    kwargs.setdefault("tol", 1e-10)
+    return jax.grad(lambda l: ridge.outer(ij.argmin(ridge.inner, l, W0, backward=backward, outer_loss=ridge.outer, **kwargs)))(lam)
+
+
+def test_solution_matches_closed_form():
+    w, info = ij.argmin(ridge.inner, LAM, W0, tol=1e-12, return_info=True)
+    chex.assert_trees_all_close(w, ridge.solution(LAM), atol=1e-10)
+    assert bool(info.converged) and int(info.steps) > 0
+
+
+@pytest.mark.parametrize("backward", ["implicit", "unroll"])
+@pytest.mark.parametrize("lam", [LAM, jnp.linspace(-2.0, 0.0, ridge.D)], ids=["scalar", "per_feature"])
+def test_exact_backwards_match_closed_form(backward, lam):
+    chex.assert_trees_all_close(hypergrad(backward, lam, max_steps=200), ridge.exact_hypergradient(lam), rtol=1e-6, atol=1e-12)
+
+
+def test_optax_inner_solver_with_unroll_and_implicit():
+    kwargs = dict(solver=optax.sgd(0.3, momentum=0.8), max_steps=400, tol=1e-10)
+    for backward in ("implicit", "unroll"):
+        chex.assert_trees_all_close(hypergrad(backward, **kwargs), ridge.exact_hypergradient(LAM), rtol=1e-5)
+
+
+def test_pytrees_closures_and_jit():
+    def loss(h, scale):
+        def inner(w, h):  # tuple w, dict hparams, closes over the traced `scale`
+            a, b = w
+            return ridge.inner(jnp.concatenate([a, b]) * scale / 2.0, h["log_lam"]) + 0.0 * jnp.sum(h["unused"])
+
+        a, b = ij.argmin(inner, h, (W0[:3], W0[3:]), tol=1e-10)
+        return ridge.outer(jnp.concatenate([a, b]))
+
+    h = {"log_lam": LAM, "unused": jnp.zeros(2, jnp.float64)}
+    grads = jax.jit(jax.grad(loss))(h, jnp.asarray(2.0, jnp.float64))
+    chex.assert_trees_all_close(grads["log_lam"], ridge.exact_hypergradient(LAM), rtol=1e-6)
+    chex.assert_trees_all_close(grads["unused"], jnp.zeros(2))
+    g_scale = jax.grad(loss, argnums=1)(h, jnp.asarray(2.0, jnp.float64))  # gradient reaches the closed-over value
+    eps = 1e-6
+    fd = (loss(h, jnp.asarray(2.0 + eps)) - loss(h, jnp.asarray(2.0 - eps))) / (2 * eps)
+    np.testing.assert_allclose(g_scale, fd, rtol=1e-5)
+
+
+def test_float32():
+    lam = jnp.asarray(-1.0, jnp.float32)
+    g = jax.grad(lambda l: ridge.outer(ij.argmin(lambda w, l: ridge.inner(w, l).astype(jnp.float32), l, jnp.zeros(ridge.D, jnp.float32), tol=1e-5)))(lam)
+    assert g.dtype == jnp.float32
+    np.testing.assert_allclose(g, ridge.exact_hypergradient(LAM), rtol=1e-3)
+
+
+def test_backward_tap_reports_cg():
+    def loss(l, tap):
+        return ridge.outer(ij.argmin(ridge.inner, l, W0, tol=1e-10, backward_tap=tap))
+
+    _, info = jax.grad(loss, argnums=(0, 1))(LAM, ij.backward_tap(jnp.float64))
+    assert 1 <= float(info.steps) <= ridge.D + 5 and float(info.converged) == 1.0 and float(info.rel_residual) <= 1e-10
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"argmin backward 'cg'.*'implicit'.*'shine'"):
+        ij.argmin(ridge.inner, LAM, W0, backward="cg")
+    with pytest.raises(ValueError, match=r"argmin solver 'bfgs'.*'lbfgs'"):
+        ij.argmin(ridge.inner, LAM, W0, solver="bfgs")
+
+
+def test_bad_inputs_fail_with_clear_errors():
+    with pytest.raises(TypeError, match="hparams.*floating point"):
+        ij.argmin(ridge.inner, jnp.asarray(1), W0)
+    with pytest.raises(ValueError, match="float scalar"):
+        ij.argmin(lambda w, l: w * l, LAM, W0)
+    with pytest.raises(TypeError, match=r"g\(w, hparams\) failed.*hparams = \{'a'"):
+        ij.argmin(lambda w, h: ridge.inner(w, h["log_lam"]), {"a": LAM}, W0)  # wrong structure
+    with pytest.raises(ValueError, match="outer_loss"):
+        ij.argmin(ridge.inner, LAM, W0, backward=ij.ArgminShine(opa_every=5))
+
+
+def test_non_convergence_is_reported_and_can_raise():
+    w, info = ij.argmin(ridge.inner, LAM, W0, max_steps=2, tol=1e-12, return_info=True)
+    assert not bool(info.converged) and int(info.steps) == 2
+    with pytest.raises(ij.NonConvergenceError, match="did not converge after 2 steps"):
+        ij.argmin(ridge.inner, LAM, W0, max_steps=2, tol=1e-12, throw=True)
+    with pytest.raises(Exception, match="did not converge"):
+        jax.block_until_ready(jax.jit(lambda l: ij.argmin(ridge.inner, l, W0, max_steps=2, tol=1e-12, throw=True))(LAM))
+
+
+def test_nan_inner_problem_is_not_converged_and_hypergradient_raises_under_throw():
+    def bad(w, l):
+        return ridge.inner(w, l) + jnp.sum(jnp.sqrt(w - 10.0))  # NaN everywhere near w0
+
+    _, info = ij.argmin(bad, LAM, W0, return_info=True)
+    assert not bool(info.converged)
+    with pytest.raises(ij.NonConvergenceError):
+        ij.argmin(bad, LAM, W0, throw=True)

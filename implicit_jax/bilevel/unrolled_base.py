@@ -28,12 +28,17 @@ class UnrolledProblem(NamedTuple):
     unravel: Callable[[jax.Array], PyTree]  # flat hyperparameters -> pytree
 
     def run(self, hparams: PyTree, state: PyTree, start: int, length: int) -> PyTree:
-        """Steps ``start .. start+length-1`` from ``state`` in one ``lax.scan``."""
+        """Steps ``start .. start+length-1`` from ``state`` in one ``lax.scan``.
 
-        def body(s, t):
-            return self.step(s, hparams, t), None
+        The step index rides in the carry (not as a scanned ``arange``), so nothing but the
+        reverse-mode residuals grows with ``length``.
+        """
 
-        state, _ = lax.scan(body, state, jnp.arange(start, start + length, dtype=jnp.int32))
+        def body(carry, _):
+            s, t = carry
+            return (self.step(s, hparams, t), t + 1), None
+
+        (state, _), _ = lax.scan(body, (state, jnp.asarray(start, jnp.int32)), None, length=length)
         return state
 
     def objective(self, h_flat: jax.Array, state0: PyTree) -> jax.Array:

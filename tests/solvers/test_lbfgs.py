@@ -32,7 +32,7 @@ def test_quadratic_memory_holds_valid_secant_pairs():
 def test_unrolled_run_equals_while_loop_run_and_is_differentiable():
     def solve(scale, unrolled):
         vg = jax.value_and_grad(lambda w: jnp.sum((w - scale) ** 2) + 0.1 * jnp.sum(w ** 4))
-        w, _, _ = minimize(LBFGS(), vg, jnp.zeros(3, jnp.float64), StopCriterion(tol=1e-10, max_steps=60, stop_mode="abs"), unrolled=unrolled)
+        w, _, _ = minimize(LBFGS(), vg, jnp.zeros(3, jnp.float64), StopCriterion(tol=1e-10, max_steps=25, stop_mode="abs"), unrolled=unrolled)
         return w
 
     chex.assert_trees_all_close(solve(1.5, True), solve(1.5, False), atol=1e-12)

@@ -115,7 +115,7 @@ class Trace(NamedTuple):
 
 
 def make_outer_step(split: Split, backward, *, learning_rate: float, inner_tol: float, inner_max_steps: int, solver="lbfgs"):
-    """A jitted ``(log_lam, w, opt_state) -> (log_lam, w, opt_state, val_loss, inner_steps)``.
+    r"""A jitted ``(log_lam, w, opt_state) -> (log_lam, w, opt_state, val_loss, inner_steps)``.
 
     The inner tolerance is absolute on :math:`\|\nabla_w g\|`: a relative one would tighten as
     warm starts get better.

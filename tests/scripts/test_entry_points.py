@@ -62,3 +62,23 @@ def test_train_step_benchmark_runs_without_peers(tmp_path):
     out = run("benchmarks/train_step.py", "--steps", "3", "--skip", "1", "--no-peers", "--out", str(target))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "/implicit" in out.stdout and "phantom_neumann" in out.stdout and target.exists()
+
+
+def test_bilevel_script_runs_logreg_ho_and_schedule_tuning(tmp_path):
+    ho = run("scripts/bilevel.py", "--config", "configs/bilevel_logreg_ho.py", "--workdir", str(tmp_path / "ho"),
+              "--config.outer_steps=3", "--config.regularizations=scalar", "--config.grid_size=3")
+    assert ho.returncode == 0, ho.stderr[-3000:]
+    assert "cross-check: scikit-learn grid" in ho.stdout and (tmp_path / "ho" / "heldout_vs_time_scalar.png").exists()
+    sched = run("scripts/bilevel.py", "--config", "configs/bilevel_schedule_tuning.py", "--workdir", str(tmp_path / "s"),
+                 "--config.num_steps=20", "--config.num_values=2", "--config.outer_steps=2", "--config.memory_horizons=10,20")
+    assert sched.returncode == 0, sched.stderr[-3000:]
+    assert "memory fds" in sched.stdout and (tmp_path / "s" / "results.json").exists()
+    bad = run("scripts/bilevel.py", "--config", "configs/bilevel_logreg_ho.py", "--workdir", str(tmp_path / "b"), "--config.outer_stepz=3")
+    assert bad.returncode != 0 and "outer_stepz" in bad.stderr
+
+
+def test_bilevel_benchmark_quick(tmp_path):
+    target = tmp_path / "bilevel.json"
+    out = run("benchmarks/bilevel.py", "--quick", "--outer-steps", "2", "--horizons", "10,20", "--out", str(target))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "shine + OPA" in out.stdout and "over budget" not in out.stdout and target.exists()

@@ -31,13 +31,17 @@ def _check_forward(converged, steps, abs_residual, rel_residual):
         )
 
 
+def _run_check(check, *args) -> None:
+    """``check(*args)`` now, or from inside the traced computation when any argument is traced."""
+    if _is_traced(*args):
+        jax.debug.callback(check, *args)
+    else:
+        check(*args)
+
+
 def raise_if_not_converged(info) -> None:
     """Raise :class:`NonConvergenceError` unless every sample of a forward solve converged."""
-    args = (info.converged, info.steps, info.abs_residual, info.rel_residual)
-    if _is_traced(*args):
-        jax.debug.callback(_check_forward, *args)
-    else:
-        _check_forward(*args)
+    _run_check(_check_forward, info.converged, info.steps, info.abs_residual, info.rel_residual)
 
 
 def _check_argmin(converged, steps, grad_norm, value):
@@ -51,11 +55,7 @@ def _check_argmin(converged, steps, grad_norm, value):
 
 def raise_if_argmin_not_converged(info) -> None:
     """Raise :class:`NonConvergenceError` unless an inner minimisation met its gradient tolerance."""
-    args = (info.converged, info.steps, info.grad_norm, info.value)
-    if _is_traced(*args):
-        jax.debug.callback(_check_argmin, *args)
-    else:
-        _check_argmin(*args)
+    _run_check(_check_argmin, info.converged, info.steps, info.grad_norm, info.value)
 
 
 def _check_backward(name, converged, steps, abs_residual):
@@ -70,8 +70,4 @@ def _check_backward(name, converged, steps, abs_residual):
 
 def raise_if_backward_failed(info, name: str) -> None:
     """Raise when a backward pass that has an adjoint solve reports ``converged == 0``."""
-    args = (info.converged, info.steps, info.abs_residual)
-    if _is_traced(*args):
-        jax.debug.callback(lambda *a: _check_backward(name, *a), *args)
-    else:
-        _check_backward(name, *args)
+    _run_check(lambda *a: _check_backward(name, *a), info.converged, info.steps, info.abs_residual)

@@ -18,13 +18,11 @@ from ml_collections import config_flags
 
 import implicit_jax as ij
 from implicit_jax.experiments import hyper_cleaning, logreg_ho, report, schedule_tuning
+from implicit_jax.experiments.config import validate_bilevel_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "path to a bilevel config in configs/", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder")
 flags.mark_flags_as_required(["config", "workdir"])
-
-EXPERIMENTS = ("logreg_ho", "schedule_tuning", "hyper_cleaning")
-
 
 def argmin_backwards(config) -> dict:
     """The HO comparison: name -> configured backward."""
@@ -107,8 +105,10 @@ def run_hyper_cleaning(config, workdir):
 def main(argv):
     del argv
     config = _CONFIG.value
-    if config.experiment not in EXPERIMENTS:
-        sys.exit(f"error: config.experiment must be one of {EXPERIMENTS}, got {config.experiment!r}")
+    try:
+        validate_bilevel_config(config)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     workdir = _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
     results = {"logreg_ho": run_logreg_ho, "schedule_tuning": run_schedule_tuning, "hyper_cleaning": run_hyper_cleaning}[config.experiment](config, workdir)

@@ -83,13 +83,17 @@ def base_config() -> ml_collections.ConfigDict:
     ))
 
 
-def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Check every field's presence, type and value; raise one ValueError listing all problems."""
+def schema_problems(config: ml_collections.ConfigDict, schema: dict[str, tuple[type, Any, str]]) -> list[str]:
+    """Every way ``config`` departs from ``schema``: unknown or missing fields, wrong types, bad values.
+
+    ``schema`` maps a field to ``(type, check, description)``; ``check`` is None, a tuple of
+    the allowed values, or a predicate. An int is accepted where a float is expected.
+    """
     problems = []
-    unknown = sorted(set(config.keys()) - set(SCHEMA))
+    unknown = sorted(set(config.keys()) - set(schema))
     if unknown:
-        problems.append(f"unknown field(s) {unknown}; valid fields are {sorted(SCHEMA)}")
-    for name, (kind, check, description) in SCHEMA.items():
+        problems.append(f"unknown field(s) {unknown}; valid fields are {sorted(schema)}")
+    for name, (kind, check, description) in schema.items():
         if name not in config:
             problems.append(f"missing field {name!r} ({description})")
             continue
@@ -102,10 +106,21 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
             problems.append(f"{name}={value!r} is not one of {list(check)}")
         elif callable(check) and not check(value):
             problems.append(f"{name}={value!r} is out of range ({description})")
-    if not problems and config.model == "conv_deq" and config.width % config.groups:
-        problems.append(f"width={config.width} must be divisible by groups={config.groups}")
+    return problems
+
+
+def raise_on_problems(problems: list[str]) -> None:
+    """Raise one ValueError listing every problem (nothing if there are none)."""
     if problems:
         raise ValueError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every field's presence, type and value; raise one ValueError listing all problems."""
+    problems = schema_problems(config, SCHEMA)
+    if not problems and config.model == "conv_deq" and config.width % config.groups:
+        problems.append(f"width={config.width} must be divisible by groups={config.groups}")
+    raise_on_problems(problems)
     return config
 
 

@@ -75,6 +75,8 @@ def test_bilevel_script_runs_logreg_ho_and_schedule_tuning(tmp_path):
     assert "memory fds" in sched.stdout and (tmp_path / "s" / "results.json").exists()
     bad = run("scripts/bilevel.py", "--config", "configs/bilevel_logreg_ho.py", "--workdir", str(tmp_path / "b"), "--config.outer_stepz=3")
     assert bad.returncode != 0 and "outer_stepz" in bad.stderr
+    wrong = run("scripts/bilevel.py", "--config", "configs/bilevel_logreg_ho.py", "--workdir", str(tmp_path / "w"), "--config.regularizations=l1")
+    assert wrong.returncode != 0 and "regularizations='l1' is out of range (comma-separated subset of ['scalar', 'per_feature'])" in wrong.stderr
 
 
 def test_bilevel_benchmark_quick(tmp_path):

@@ -136,10 +136,20 @@ def backward_counts(backward, info: ij.BackwardInfo, forward_steps: int):
     return 1, 1  # jfb
 
 
-def run_ours(setting, f, params, x, c, ref, costs, repeats):
+def selected(methods: str | None) -> dict:
+    """The entries of OURS whose name contains one of the comma-separated substrings (all if None)."""
+    if methods is None:
+        return OURS
+    chosen = {name: v for name, v in OURS.items() if any(part in name for part in methods.split(","))}
+    if not any(name.startswith("implicit") for name in chosen):
+        raise SystemExit(f"--methods must select at least one implicit method (the reference of the summary); methods are {list(OURS)}")
+    return chosen
+
+
+def run_ours(setting, f, params, x, c, ref, costs, repeats, methods=None):
     t_f, t_vjp_z, t_vjp = costs
     rows = []
-    for name, (solver, backward) in OURS.items():
+    for name, (solver, backward) in selected(methods).items():
         solve = lambda p, x, solver=solver, backward=backward: ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True)
         row = time_method(setting, name, solve, params, x, c, ref, repeats)
         _, info = jax.jit(lambda p, x: ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True, return_info=True))(params, x)
@@ -231,6 +241,7 @@ def main():
     parser.add_argument("--settings", default="64x256,128x512,256x1024", help="comma-separated BATCHxDIM")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--methods", default=None, help="comma-separated substrings: run only our methods whose name contains one (default all)")
     parser.add_argument("--x-scale", type=float, default=1.0, help="input scale: smaller keeps tanh linear and the problem harder")
     parser.add_argument("--gaussian", dest="orthogonal", action="store_false", help="Gaussian W (easy) instead of 0.9 x orthogonal")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backward.json"))
@@ -248,7 +259,7 @@ def main():
         z_ref = jnp.asarray(z_ref, jnp.float32)
         costs = unit_costs(f, params32, x32, z_ref, args.repeats)
         print(f"\n{setting}: one f call {costs[0]:.3f} ms, one VJP w.r.t. z {costs[1]:.3f} ms, one VJP w.r.t. (params, z, x) {costs[2]:.3f} ms")
-        setting_rows = run_ours(setting, f, params32, x32, c32, ref, costs, args.repeats)
+        setting_rows = run_ours(setting, f, params32, x32, c32, ref, costs, args.repeats, args.methods)
         if not args.no_peers:
             setting_rows += run_peers(setting, f, params32, x32, c32, ref, z_ref, args.repeats)
         print_table(setting_rows)

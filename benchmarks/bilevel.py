@@ -49,7 +49,7 @@ def backwards(neumann_step_size):
     }
 
 
-def hypergradient_timings(split, backward, per_feature, tol=1e-5):
+def hypergradient_timings(split, backward, per_feature, repeats, tol=1e-5):
     g, val = logreg_ho.inner_objective(split), logreg_ho.outer_objective(split)
     log_lam = jnp.full((split.num_features,) if per_feature else (), -4.0, jnp.float32)
     w0 = jnp.zeros(split.x_train.shape[1], jnp.float32)
@@ -59,11 +59,11 @@ def hypergradient_timings(split, backward, per_feature, tol=1e-5):
 
     hyper = jax.jit(jax.grad(lambda lam: val(solve(lam))))
     forward = jax.jit(lambda lam: val(solve(lam)))
-    total, fwd = median_ms(hyper, log_lam, repeats=7), median_ms(forward, log_lam, repeats=7)
+    total, fwd = median_ms(hyper, log_lam, repeats=repeats), median_ms(forward, log_lam, repeats=repeats)
     return total, total - fwd
 
 
-def jaxopt_hypergradient_ms(split, per_feature, tol=1e-5):
+def jaxopt_hypergradient_ms(split, per_feature, repeats, tol=1e-5):
     try:
         import jaxopt
     except ImportError:
@@ -73,14 +73,14 @@ def jaxopt_hypergradient_ms(split, per_feature, tol=1e-5):
     log_lam = jnp.full((split.num_features,) if per_feature else (), -4.0, jnp.float32)
     w0 = jnp.zeros(split.x_train.shape[1], jnp.float32)
     hyper = jax.jit(jax.grad(lambda lam: val(solver.run(w0, lam).params)))
-    return median_ms(hyper, log_lam, repeats=7)
+    return median_ms(hyper, log_lam, repeats=repeats)
 
 
-def ho_table(split, neumann_step_size, outer_steps):
+def ho_table(split, neumann_step_size, outer_steps, repeats):
     rows = []
     traces = {}
     for name, backward in backwards(neumann_step_size).items():
-        total, bwd = hypergradient_timings(split, backward, per_feature=True)
+        total, bwd = hypergradient_timings(split, backward, per_feature=True, repeats=repeats)
         traces[name] = logreg_ho.run_hyperopt(split, backward, per_feature=True, outer_steps=outer_steps, label=name)
         rows.append({"backward": name, "hypergrad_ms": total, "backward_ms": bwd})
     best = min(min(t.val_loss) for t in traces.values())
@@ -88,7 +88,7 @@ def ho_table(split, neumann_step_size, outer_steps):
         trace = traces[row["backward"]]
         row.update(time_to_tol_s=logreg_ho.time_to_tolerance(trace, best * 1.01), best_val_loss=min(trace.val_loss),
                    final_test_loss=trace.test_loss[-1])
-    peer = jaxopt_hypergradient_ms(split, per_feature=True)
+    peer = jaxopt_hypergradient_ms(split, per_feature=True, repeats=repeats)
     if peer is not None:
         rows.append({"backward": "jaxopt LBFGS implicit_diff", "hypergrad_ms": peer, "backward_ms": None,
                      "time_to_tol_s": None, "best_val_loss": None, "final_test_loss": None})
@@ -98,7 +98,7 @@ def ho_table(split, neumann_step_size, outer_steps):
     return rows
 
 
-def memory_table(horizons, budget_mib, num_values=10):
+def memory_table(horizons, budget_mib, repeats, num_values=10):
     split = schedule_tuning.digits_split()
     methods = {"reverse": "reverse", "fds": "fds", "fg2u (b=8)": ij.FG2U(num_directions=8)}
     rows = []
@@ -108,7 +108,7 @@ def memory_table(horizons, budget_mib, num_values=10):
             row = {"method": name, "num_steps": horizon, "temp_mib": size, "within_budget": size <= budget_mib, "ms": None}
             if size <= budget_mib:
                 fn = schedule_tuning.hypergradient_fn(split, horizon, method)
-                row["ms"] = median_ms(fn, schedule_tuning.initial_hparams(num_values), jax.random.key(0), repeats=3)
+                row["ms"] = median_ms(fn, schedule_tuning.initial_hparams(num_values), jax.random.key(0), repeats=max(1, repeats // 2))
             rows.append(row)
     return rows
 
@@ -117,6 +117,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--outer-steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per median (the memory table uses half)")
     parser.add_argument("--budget-mib", type=float, default=256.0)
     parser.add_argument("--horizons", default=None, help="comma-separated T values (default 100,1000,10000; --quick: 100,1000)")
     parser.add_argument("--out", default=str(RESULTS / "bilevel.json"))
@@ -126,7 +127,7 @@ def main():
         datasets.append(("fashion_mnist_0v6", logreg_ho.fashion_mnist_pair(), 0.05))
     result = {"machine": platform.platform(), "devices": [str(d) for d in jax.devices()], "ho": {}, "memory": None}
     for name, split, step_size in datasets:
-        rows = ho_table(split, step_size, args.outer_steps)
+        rows = ho_table(split, step_size, args.outer_steps, args.repeats)
         result["ho"][name] = rows
         print(f"\nHO, {name} ({split.num_features} features, one strength per feature)")
         print(f"{'backward':28s} {'hypergrad ms':>12s} {'ratio':>6s} {'backward ms':>11s} {'time to tol s':>13s} {'best held-out':>13s} {'test loss':>9s}")
@@ -138,7 +139,7 @@ def main():
     horizons = [100, 1000] if args.quick else [100, 1000, 10000]
     if args.horizons:
         horizons = [int(t) for t in args.horizons.split(",")]
-    rows = memory_table(horizons, args.budget_mib)
+    rows = memory_table(horizons, args.budget_mib, args.repeats)
     result["memory"] = {"budget_mib": args.budget_mib, "rows": rows}
     print(f"\nHypergradient memory and time vs horizon (digits MLP, 30 hyperparameters, budget {args.budget_mib:.0f} MiB)")
     print(f"{'method':12s} {'T':>6s} {'temp MiB':>9s} {'ms':>10s}")

@@ -21,9 +21,11 @@ def test_demo_quick_trains_and_prints_both_tables():
 
 def test_backward_benchmark_runs_without_peers(tmp_path):
     target = tmp_path / "bench.json"
-    out = run("benchmarks/backward.py", "--settings", "8x16", "--repeats", "1", "--no-peers", "--out", str(target))
+    out = run("benchmarks/backward.py", "--settings", "8x16", "--repeats", "1", "--no-peers", "--methods", "fixed-point,shine (broyden),phantom_neumann",
+              "--out", str(target))
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "implicit (fixed-point fwd+adjoint)" in out.stdout and target.exists()
+    assert "implicit (fixed-point fwd+adjoint)" in out.stdout and "phantom_neumann" in out.stdout and target.exists()
+    assert "anderson" not in out.stdout  # --methods left the others out
 
 
 def test_train_script_runs_the_smoke_config_and_resumes(tmp_path):
@@ -81,6 +83,6 @@ def test_bilevel_script_runs_logreg_ho_and_schedule_tuning(tmp_path):
 
 def test_bilevel_benchmark_quick(tmp_path):
     target = tmp_path / "bilevel.json"
-    out = run("benchmarks/bilevel.py", "--quick", "--outer-steps", "2", "--horizons", "10,20", "--out", str(target))
+    out = run("benchmarks/bilevel.py", "--quick", "--outer-steps", "2", "--repeats", "1", "--horizons", "10,20", "--out", str(target))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "shine + OPA" in out.stdout and "over budget" not in out.stdout and target.exists()

@@ -48,7 +48,7 @@ def test_nan_objective_is_never_converged():
     assert not bool(info.converged)
 
 
-@pytest.mark.parametrize("field, value", [("memory", 0), ("max_linesearch", 0), ("c1", 1.5), ("shrink", 1.0)])
+@pytest.mark.parametrize("field, value", [("memory", 0), ("max_linesearch", 0), ("c1", 1.5), ("c2", 1e-5), ("approx_eps", -1.0)])
 def test_bad_options_are_rejected(field, value):
     with pytest.raises(ValueError, match=field):
         LBFGS(**{field: value})

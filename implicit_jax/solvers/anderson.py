@@ -113,6 +113,10 @@ class Anderson(AbstractFixedPointSolver):
     def step(self, fn, z, fz, state, active):
         valid = jnp.arange(self.memory)[None, :] < state.count[:, None]
         alpha = jax.vmap(mixing_weights, in_axes=(0, 0, None))(state.gram, valid, self.regularization)
+        # A degenerate least squares (residuals parallel, e.g. in one dimension, down to rounding)
+        # can give non-finite weights: that sample takes a plain fixed-point step instead.
+        newest = jax.nn.one_hot((state.count - 1) % self.memory, self.memory, dtype=alpha.dtype)
+        alpha = jnp.where(jnp.all(jnp.isfinite(alpha), axis=-1, keepdims=True), alpha, newest)
         mixed_f = jnp.einsum("bm,bmn->bn", alpha, state.fs)
         # x_i = f_i - g_i, so beta * sum a f + (1 - beta) * sum a x = sum a f - (1 - beta) * sum a g
         z_new = mixed_f if self.mixing == 1.0 else mixed_f - (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.gs)

@@ -58,3 +58,13 @@ def test_invalid_configuration():
         Anderson(memory=0)
     with pytest.raises(ValueError, match="mixing"):
         Anderson(mixing=0.0)
+
+
+def test_degenerate_least_squares_falls_back_to_a_plain_step_instead_of_nan():
+    # One dimension: every residual is parallel, the Gram matrix is rank one, and once the
+    # residuals reach rounding level its elimination divides by ~0 (found by hypothesis:
+    # seed 684). The solver must still converge, never return NaN.
+    fn = lambda z: -0.5 * z + 0.1 * 1.036 + 0.3185  # noqa: E731
+    z, info, _ = iterate(Anderson(), fn, jnp.zeros((1, 1), jnp.float64), StopCriterion(tol=1e-12, max_steps=50))
+    assert bool(info.converged.all()) and bool(jnp.all(jnp.isfinite(z)))
+    np.testing.assert_allclose(z, (0.1 * 1.036 + 0.3185) / 1.5, rtol=1e-12)

@@ -60,8 +60,8 @@ def fixed_point(
         differs from the input's). Its gradient is zero except for ``backward="unroll"``.
       solver: ``"anderson"``, ``"broyden"``, ``"fixed_point_iteration"`` or a configured
         object (``Anderson(memory=5)``, ``Broyden(memory=30)``, ``FixedPointIteration(damping=0.5)``).
-      backward: ``"implicit"``, ``"shine"``, ``"jfb"``, ``"phantom_unroll"``,
-        ``"phantom_neumann"``, ``"unroll"`` or a configured object
+      backward: ``"implicit"``, ``"implicit_jvp"`` (also forward mode and Hessians),
+        ``"shine"``, ``"jfb"``, ``"phantom_unroll"``, ``"phantom_neumann"``, ``"unroll"`` or a configured object
         (``Implicit(solver="gmres")``, ``Shine(fallback=True)``, ``PhantomUnroll(k=5, damping=0.5)``...).
       tol: tolerance on the residual named by ``stop_mode`` (per sample).
       max_steps: iteration cap of the forward solve.

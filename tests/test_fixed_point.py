@@ -107,7 +107,7 @@ def test_unknown_names_list_the_valid_choices():
     f, params, x, _ = linear_problem()
     with pytest.raises(ValueError, match=r"unknown solver 'newton'; valid names are \['anderson', 'broyden', 'fixed_point_iteration'\]"):
         ij.fixed_point(f, params, x, solver="newton")
-    with pytest.raises(ValueError, match=r"unknown backward 'exact'; valid names are \['implicit', 'jfb', 'phantom_neumann', 'phantom_unroll', 'shine', 'unroll'\]"):
+    with pytest.raises(ValueError, match=r"unknown backward 'exact'; valid names are \['implicit', 'implicit_jvp', 'jfb', 'phantom_neumann', 'phantom_unroll', 'shine', 'unroll'\]"):
         ij.fixed_point(f, params, x, backward="exact")
     with pytest.raises(ValueError, match="stop_mode must be one of"):
         ij.fixed_point(f, params, x, stop_mode="max")

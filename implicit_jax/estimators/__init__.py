@@ -2,7 +2,8 @@
 
 from implicit_jax._registry import resolve
 from implicit_jax.estimators.base import AbstractBackward, BackwardInfo, FixedPointProblem, backward_tap, custom_fixed_point
-from implicit_jax.estimators.implicit import ADJOINT_SOLVERS, Implicit
+from implicit_jax.estimators.implicit import ADJOINT_SOLVERS, Implicit, LinearSolveOptions
+from implicit_jax.estimators.implicit_jvp import ImplicitJVP
 from implicit_jax.estimators.jfb import JFB
 from implicit_jax.estimators.phantom import PhantomNeumann, PhantomUnroll
 from implicit_jax.estimators.shine import Shine
@@ -12,6 +13,7 @@ from implicit_jax.estimators.unroll import Unroll
 BACKWARDS = {
     "unroll": Unroll,
     "implicit": Implicit,
+    "implicit_jvp": ImplicitJVP,
     "shine": Shine,
     "jfb": JFB,
     "phantom_unroll": PhantomUnroll,
@@ -32,7 +34,9 @@ __all__ = [
     "BackwardInfo",
     "FixedPointProblem",
     "Implicit",
+    "ImplicitJVP",
     "JFB",
+    "LinearSolveOptions",
     "PhantomNeumann",
     "PhantomUnroll",
     "Shine",

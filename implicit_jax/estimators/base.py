@@ -112,8 +112,13 @@ class BackwardContext(NamedTuple):
 
     def adjoint_residual(self, jvp_t, u: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Max over samples of :math:`\\|u - J^\\top u - g\\|` and of it divided by :math:`\\|g\\|` (one VJP)."""
-        abs_res = _flat.row_norm(u - jvp_t(u) - g)
-        return jnp.max(abs_res), jnp.max(abs_res / (_flat.row_norm(g) + jnp.finfo(g.dtype).tiny))
+        return linear_residual(jvp_t, u, g)
+
+
+def linear_residual(apply_a, u: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Max over samples of :math:`\\|u - A u - b\\|` and of it divided by :math:`\\|b\\|` (one application of A)."""
+    abs_res = _flat.row_norm(u - apply_a(u) - b)
+    return jnp.max(abs_res), jnp.max(abs_res / (_flat.row_norm(b) + jnp.finfo(b.dtype).tiny))
 
 
 def no_adjoint_info(ctx: BackwardContext, jvp_t, u: jax.Array | None, g: jax.Array, *, steps=0, fallback_fraction=0.0) -> BackwardInfo:

@@ -17,21 +17,25 @@ import math
 import jax
 import jax.numpy as jnp
 
-from implicit_jax.estimators.base import BackwardInfo, CustomVJPBackward, custom_fixed_point, solver_backward_info
+from implicit_jax.estimators.base import BackwardInfo, CustomVJPBackward, custom_fixed_point, linear_residual, solver_backward_info
 from implicit_jax.solvers import SOLVERS, AbstractFixedPointSolver, StopCriterion, iterate, resolve_solver
 
 ADJOINT_SOLVERS = tuple(sorted(SOLVERS)) + ("gmres",)
 
 
 @dataclasses.dataclass(frozen=True)
-class Implicit(CustomVJPBackward):
-    """Exact implicit differentiation.
+class LinearSolveOptions:
+    """How the linear system :math:`u = A u + b` of implicit differentiation is solved.
+
+    Shared by :class:`Implicit` (:math:`A = J^\top`, the adjoint) and
+    :class:`~implicit_jax.estimators.implicit_jvp.ImplicitJVP` (:math:`A = J` for tangents,
+    :math:`J^\top` for cotangents).
 
     Attributes:
-      solver: adjoint solver, one of ``ADJOINT_SOLVERS`` or a configured solver object.
-      tol: adjoint tolerance (default: the forward ``tol``), on the adjoint residual
-        :math:`\\|u - J^\\top u - g\\|` in the forward's ``stop_mode``.
-      max_steps: adjoint iteration cap (default: the forward ``max_steps``).
+      solver: linear-system solver, one of ``ADJOINT_SOLVERS`` or a configured solver object.
+      tol: tolerance (default: the forward ``tol``), on the residual
+        :math:`\|u - A u - b\|` in the forward's ``stop_mode``.
+      max_steps: iteration cap (default: the forward ``max_steps``).
       gmres_restart: Krylov dimension between GMRES restarts.
     """
 
@@ -40,17 +44,16 @@ class Implicit(CustomVJPBackward):
     max_steps: int | None = None
     gmres_restart: int = 20
 
-    name = "implicit"
-
     def __post_init__(self):
+        kind = type(self).__name__
         if isinstance(self.solver, str) and self.solver not in ADJOINT_SOLVERS:
-            raise ValueError(f"unknown Implicit(solver={self.solver!r}); valid names are {list(ADJOINT_SOLVERS)}, or a configured solver object.")
+            raise ValueError(f"unknown {kind}(solver={self.solver!r}); valid names are {list(ADJOINT_SOLVERS)}, or a configured solver object.")
         if not isinstance(self.solver, (str, AbstractFixedPointSolver)):
-            raise TypeError(f"Implicit(solver=...) takes a name in {list(ADJOINT_SOLVERS)} or a solver object, got {self.solver!r}.")
+            raise TypeError(f"{kind}(solver=...) takes a name in {list(ADJOINT_SOLVERS)} or a solver object, got {self.solver!r}.")
         if self.tol is not None and not self.tol >= 0:
-            raise ValueError(f"Implicit(tol=...) must be >= 0, got {self.tol!r}.")
+            raise ValueError(f"{kind}(tol=...) must be >= 0, got {self.tol!r}.")
         if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 1):
-            raise ValueError(f"Implicit(max_steps=...) must be an integer >= 1, got {self.max_steps!r}.")
+            raise ValueError(f"{kind}(max_steps=...) must be an integer >= 1, got {self.max_steps!r}.")
 
     def adjoint_criterion(self, forward: StopCriterion) -> StopCriterion:
         return StopCriterion(
@@ -60,26 +63,45 @@ class Implicit(CustomVJPBackward):
         )
 
 
-def _gmres(config: Implicit, jvp_t, g: jax.Array, criterion: StopCriterion):
-    restart = min(config.gmres_restart, g.size)
+@dataclasses.dataclass(frozen=True)
+class Implicit(LinearSolveOptions, CustomVJPBackward):
+    """Exact implicit differentiation (reverse mode, ``jax.custom_vjp``).
+
+    The adjoint :math:`u = J^\top u + g` is solved as :class:`LinearSolveOptions` says.
+    """
+
+    name = "implicit"
+
+
+def _gmres(config: LinearSolveOptions, apply_a, b: jax.Array, criterion: StopCriterion):
+    restart = min(config.gmres_restart, b.size)
     u, _ = jax.scipy.sparse.linalg.gmres(
-        lambda u: u - jvp_t(u), g, x0=g, tol=criterion.tol, atol=0.0,
+        lambda u: u - apply_a(u), b, x0=b, tol=criterion.tol, atol=0.0,
         restart=restart, maxiter=max(1, math.ceil(criterion.max_steps / restart)), solve_method="batched",
     )
     return u
 
 
+def solve_linear_fixed_point(config: LinearSolveOptions, apply_a, b: jax.Array, criterion: StopCriterion) -> tuple[jax.Array, BackwardInfo]:
+    """Solve :math:`u = A u + b` (``apply_a`` applies the linear map :math:`A`), warm-started at :math:`u_0 = b`.
+
+    A fixed-point solver runs per sample; ``"gmres"`` solves :math:`(I - A) u = b` over the
+    whole batch (it reports no iteration count: ``steps`` is -1).
+    """
+    if config.solver == "gmres":
+        u = _gmres(config, apply_a, b, criterion)
+        abs_res, rel_res = linear_residual(apply_a, u, b)
+        metric = abs_res if criterion.stop_mode == "abs" else rel_res
+        info = BackwardInfo(jnp.full((), -1.0, b.dtype), abs_res, rel_res, (metric <= criterion.tol).astype(b.dtype), jnp.zeros((), b.dtype))
+        return u, info
+    u, solver_info, _ = iterate(resolve_solver(config.solver), lambda u: apply_a(u) + b, b, criterion)
+    return u, solver_backward_info(solver_info, b.dtype)
+
+
 def implicit_rule(config: Implicit, ctx, g):
     jvp_t, pull = ctx.linearize()
-    criterion = config.adjoint_criterion(ctx.criterion)
-    if config.solver == "gmres":
-        u = _gmres(config, jvp_t, g, criterion)
-        abs_res, rel_res = ctx.adjoint_residual(jvp_t, u, g)
-        metric = abs_res if criterion.stop_mode == "abs" else rel_res
-        info = BackwardInfo(jnp.full((), -1.0, g.dtype), abs_res, rel_res, (metric <= criterion.tol).astype(g.dtype), jnp.zeros((), g.dtype))
-        return pull(u), info
-    u, solver_info, _ = iterate(resolve_solver(config.solver), lambda u: jvp_t(u) + g, g, criterion)
-    return pull(u), solver_backward_info(solver_info, g.dtype)
+    u, info = solve_linear_fixed_point(config, jvp_t, g, config.adjoint_criterion(ctx.criterion))
+    return pull(u), info
 
 
 implicit_fixed_point = custom_fixed_point(implicit_rule, "implicit")

@@ -108,6 +108,7 @@ OURS = {
     "implicit (anderson fwd+adjoint)": ("anderson", ij.Implicit()),
     "implicit (broyden fwd+adjoint)": ("broyden", ij.Implicit(solver="broyden")),
     "implicit (anderson fwd, gmres)": ("anderson", ij.Implicit(solver="gmres")),
+    "implicit_jvp (fixed-point fwd, transposed tangent solve)": ("fixed_point_iteration", ij.ImplicitJVP(solver="fixed_point_iteration")),
     "unroll (anderson)": ("anderson", "unroll"),
     "shine (broyden)": ("broyden", "shine"),
     "shine fallback (broyden)": ("broyden", ij.Shine(fallback=True)),
@@ -153,10 +154,11 @@ def run_ours(setting, f, params, x, c, ref, costs, repeats, methods=None):
         solve = lambda p, x, solver=solver, backward=backward: ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True)
         row = time_method(setting, name, solve, params, x, c, ref, repeats)
         _, info = jax.jit(lambda p, x: ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True, return_info=True))(params, x)
-        tap_grad = jax.jit(jax.grad(lambda p, tap: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True, backward_tap=tap)), argnums=1))
-        bwd_info = tap_grad(params, ij.backward_tap())
         row.forward_evals = int(info.num_fn_evals)
-        evals, vjps = backward_counts(backward, bwd_info, int(info.steps))
+        evals, vjps = None, None
+        if not isinstance(backward, ij.ImplicitJVP):  # its adjoint solve comes from JAX's transposition: no tap
+            tap_grad = jax.jit(jax.grad(lambda p, tap: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True, backward_tap=tap)), argnums=1))
+            evals, vjps = backward_counts(backward, tap_grad(params, ij.backward_tap()), int(info.steps))
         row.note = f"fwd steps {int(info.steps)}, converged {bool(info.converged.all())}"
         if vjps is not None:
             row.backward_evals, row.backward_vjps = evals, vjps

@@ -25,7 +25,7 @@ ADJOINT_SOLVERS = tuple(sorted(SOLVERS)) + ("gmres",)
 
 @dataclasses.dataclass(frozen=True)
 class LinearSolveOptions:
-    """How the linear system :math:`u = A u + b` of implicit differentiation is solved.
+    r"""How the linear system :math:`u = A u + b` of implicit differentiation is solved.
 
     Shared by :class:`Implicit` (:math:`A = J^\top`, the adjoint) and
     :class:`~implicit_jax.estimators.implicit_jvp.ImplicitJVP` (:math:`A = J` for tangents,
@@ -65,7 +65,7 @@ class LinearSolveOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Implicit(LinearSolveOptions, CustomVJPBackward):
-    """Exact implicit differentiation (reverse mode, ``jax.custom_vjp``).
+    r"""Exact implicit differentiation (reverse mode, ``jax.custom_vjp``).
 
     The adjoint :math:`u = J^\top u + g` is solved as :class:`LinearSolveOptions` says.
     """
@@ -83,7 +83,7 @@ def _gmres(config: LinearSolveOptions, apply_a, b: jax.Array, criterion: StopCri
 
 
 def solve_linear_fixed_point(config: LinearSolveOptions, apply_a, b: jax.Array, criterion: StopCriterion) -> tuple[jax.Array, BackwardInfo]:
-    """Solve :math:`u = A u + b` (``apply_a`` applies the linear map :math:`A`), warm-started at :math:`u_0 = b`.
+    r"""Solve :math:`u = A u + b` (``apply_a`` applies the linear map :math:`A`), warm-started at :math:`u_0 = b`.
 
     A fixed-point solver runs per sample; ``"gmres"`` solves :math:`(I - A) u = b` over the
     whole batch (it reports no iteration count: ``steps`` is -1).

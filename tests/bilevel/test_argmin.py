@@ -104,3 +104,16 @@ def test_nan_inner_problem_is_not_converged_and_hypergradient_raises_under_throw
     assert not bool(info.converged)
     with pytest.raises(ij.NonConvergenceError):
         ij.argmin(bad, LAM, W0, throw=True)
+
+
+@pytest.mark.parametrize("backward", ["implicit", "shine", "unroll"])
+def test_vmap_over_hyperparameters_equals_a_loop_and_the_closed_form(backward):
+    # one jitted, vmapped while_loop solves every problem; finished ones are held while the others run
+    lams = jnp.array([-2.0, -1.0, 0.0], jnp.float64)
+    batched = jax.jit(jax.vmap(lambda l: hypergrad(backward, l, max_steps=200)))(lams)
+    looped = jnp.stack([hypergrad(backward, l, max_steps=200) for l in lams])
+    # SHINE reads the L-BFGS path, which batched matmuls can perturb at rounding level
+    chex.assert_trees_all_close(batched, looped, rtol=1e-6 if backward == "shine" else 1e-10, atol=1e-12)
+    if backward != "shine":  # SHINE is an estimate (its accuracy is tested in test_argmin_backwards.py)
+        exact = jnp.stack([ridge.exact_hypergradient(l) for l in lams])
+        chex.assert_trees_all_close(batched, exact, rtol=1e-6, atol=1e-10)

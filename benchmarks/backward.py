@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -123,8 +124,8 @@ def backward_counts(backward, info: ij.BackwardInfo, forward_steps: int):
     """(f evaluations, VJPs) of our backward pass, from its structure and its tap."""
     steps = float(info.steps)
     if isinstance(backward, ij.Implicit) or backward == "implicit":
-        if steps < 0:  # GMRES does not report its iterations
-            return None, None
+        if getattr(backward, "solver", None) == "gmres":  # + the true residual after each cycle
+            return 1, steps + math.ceil(steps / backward.gmres_restart) + 2
         return 1, steps + 2  # linearise once; adjoint evals = steps + 1; one pull-back VJP
     if backward == "unroll":
         return 0, forward_steps

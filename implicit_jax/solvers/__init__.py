@@ -6,6 +6,7 @@ from implicit_jax.solvers.base import AbstractFixedPointSolver, SolverInfo, Stop
 from implicit_jax.solvers.broyden import Broyden
 from implicit_jax.solvers.cg import CGInfo, conjugate_gradient
 from implicit_jax.solvers.fixed_point_iteration import FixedPointIteration
+from implicit_jax.solvers.gmres import gmres
 from implicit_jax.solvers.lbfgs import LBFGS
 from implicit_jax.solvers.minimize import AbstractMinimizer, MinimizeInfo, minimize
 from implicit_jax.solvers.optax_minimizer import OptaxMinimizer
@@ -30,6 +31,7 @@ __all__ = [
     "MinimizeInfo",
     "OptaxMinimizer",
     "conjugate_gradient",
+    "gmres",
     "minimize",
     "AbstractFixedPointSolver",
     "Anderson",

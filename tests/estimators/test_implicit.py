@@ -37,6 +37,27 @@ def test_tanh_layer_matches_dense_jacobian_solve(solver):
     chex.assert_trees_all_close(grads, expected, atol=1e-8, rtol=1e-7)
 
 
+def test_gmres_adjoint_is_exact_where_the_adjoint_iteration_diverges():
+    f, params, x, c = linear_problem()
+    params = dict(params, W=1.5 * jnp.linalg.qr(jax.random.normal(jax.random.PRNGKey(3), (6, 6)))[0])  # every |eigenvalue| = 1.5
+    u = jnp.linalg.solve(jnp.eye(6) - params["W"].T, c)
+    _, grads_exact, dx_exact = linear_closed_form(params, x, c, u)
+
+    def grads_and_info(adjoint):
+        def loss(p, x, tap):  # Anderson with a full memory solves the forward (like GMRES on a linear map)
+            z = ij.fixed_point(f, p, x, solver=ij.Anderson(memory=8), backward=ij.Implicit(solver=adjoint, tol=1e-12, max_steps=60), tol=1e-12, max_steps=60, backward_tap=tap)
+            return jnp.sum(c * z)
+
+        d_params, d_x, info = jax.grad(loss, argnums=(0, 1, 2))(params, x, ij.backward_tap(jnp.float64))
+        return (d_params, d_x), info
+
+    grads, info = grads_and_info("gmres")
+    chex.assert_trees_all_close(grads, (grads_exact, dx_exact), atol=1e-10)
+    assert 1 <= float(info.steps) <= 6 and float(info.converged) == 1.0  # at most n Arnoldi steps
+    _, diverged = grads_and_info("fixed_point_iteration")
+    assert float(diverged.converged) == 0.0 and float(diverged.steps) == 60
+
+
 def test_tanh_layer_matches_finite_differences():
     f, params, x, c = tanh_layer(d=8, batch=2)
     loss = lambda p: jnp.sum(c * ij.fixed_point(f, p, x, tol=1e-13, max_steps=500, batched=True))

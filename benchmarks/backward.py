@@ -111,6 +111,7 @@ OURS = {
     "implicit (anderson fwd, gmres)": ("anderson", ij.Implicit(solver="gmres")),
     "implicit_jvp (fixed-point fwd, transposed tangent solve)": ("fixed_point_iteration", ij.ImplicitJVP(solver="fixed_point_iteration")),
     "unroll (anderson)": ("anderson", "unroll"),
+    "unroll replay (fixed-point)": ("fixed_point_iteration", ij.Unroll(replay=True)),
     "shine (broyden)": ("broyden", "shine"),
     "shine fallback (broyden)": ("broyden", ij.Shine(fallback=True)),
     "shine refine=5 (broyden)": ("broyden", ij.Shine(refine=5)),
@@ -127,7 +128,9 @@ def backward_counts(backward, info: ij.BackwardInfo, forward_steps: int):
         if getattr(backward, "solver", None) == "gmres":  # + the true residual after each cycle
             return 1, steps + math.ceil(steps / backward.gmres_restart) + 2
         return 1, steps + 2  # linearise once; adjoint evals = steps + 1; one pull-back VJP
-    if backward == "unroll":
+    if isinstance(backward, ij.Unroll) and backward.replay:  # one evaluation + one VJP per step replayed
+        return forward_steps, forward_steps
+    if backward == "unroll" or isinstance(backward, ij.Unroll):
         return 0, forward_steps
     if isinstance(backward, ij.Shine) or backward == "shine":
         return 1, 1 + (steps + 1 if steps > 0 else 0)
@@ -165,8 +168,8 @@ def run_ours(setting, f, params, x, c, ref, costs, repeats, methods=None):
             row.backward_evals, row.backward_vjps = evals, vjps
             # the last VJP of each backward is w.r.t. (params, z, x); the adjoint iterations w.r.t. z only
             row.floor_ms = row.forward_evals * t_f + evals * t_f + max(vjps - 1, 0) * t_vjp_z + t_vjp
-            if backward == "unroll":
-                row.floor_ms = row.forward_evals * t_f + vjps * t_vjp
+            if backward == "unroll" or isinstance(backward, ij.Unroll):  # every step's VJP reaches the parameters
+                row.floor_ms = row.forward_evals * t_f + evals * t_f + vjps * t_vjp
         rows.append(row)
     return rows
 

@@ -1,22 +1,46 @@
 r"""Backpropagation through every forward iteration (the reference, not an implicit estimator).
 
-The forward solver runs ``max_steps`` masked iterations inside ``lax.scan`` (samples
-that converged are frozen), and reverse-mode autodiff goes through all of them, so
-memory grows linearly with ``max_steps``. This differentiates the *computed* iterate,
-including its dependence on ``z0``; it approaches the implicit gradient as the solver
-converges. No ``custom_vjp`` is involved: that is the point of the baseline.
+This differentiates the *computed* iterate, including its dependence on ``z0``; it
+approaches the implicit gradient as the solver converges. Two ways to get it:
+
+* ``Unroll()`` (default): the forward solver runs ``max_steps`` masked iterations inside
+  ``lax.scan`` (samples that converged are frozen) and JAX differentiates through all of
+  them, in any mode (``grad``, ``jvp``, ``jacfwd``, ``hessian``). No ``custom_vjp`` is
+  involved: that is the point of the baseline. Its time and memory grow with
+  ``max_steps``, not with the steps taken: reverse mode through ``lax.cond`` pays for a
+  skipped step about as much as for a taken one.
+* ``Unroll(replay=True)``: reverse mode only. A ``jax.custom_vjp`` runs the usual
+  ``lax.while_loop`` forward, storing the carry (iterate, evaluation, solver memory) before
+  every step in a ``max_steps``-slot buffer, and the backward pass replays the VJP of each
+  step taken, last to first, accumulating the cotangents of ``params``, ``x`` and ``z0``.
+  Same gradient (it is the chain rule through the same steps), at a cost of one
+  evaluation plus one VJP per step *taken*.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
 
 from implicit_jax.estimators.base import AbstractBackward
+from implicit_jax.solvers.base import initial_carry, iteration_result, iteration_step, keep_iterating
 
 
 @dataclasses.dataclass(frozen=True)
 class Unroll(AbstractBackward):
-    """Autodiff through the unrolled forward solver (a backward tap reads zeros)."""
+    """Autodiff through the unrolled forward solver (a backward tap reads zeros).
+
+    Attributes:
+      replay: store every step's carry and replay the VJPs over the steps taken
+        (reverse mode only; cost proportional to the steps taken). ``False``: plain
+        autodiff through a ``lax.scan`` of ``max_steps`` masked steps, in any mode.
+    """
+
+    replay: bool = False
 
     name = "unroll"
 
@@ -25,5 +49,76 @@ class Unroll(AbstractBackward):
             raise ValueError(f"backward='unroll' cannot differentiate through {solver!r}: {solver.unroll_hint}")
 
     def solve(self, problem, solver, criterion, params, x, z0, tap):
+        if self.replay:
+            return replay_fixed_point(problem, solver, criterion, params, x, z0)
         z, info, _ = problem.solve(solver, criterion, params, x, z0, unrolled=True)
         return z, info
+
+
+def _is_differentiable(leaf) -> bool:
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+
+
+def _split(tree):
+    """The floating-point leaves of ``tree`` (differentiated) and the others (step counts, masks)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return [leaf for leaf in leaves if _is_differentiable(leaf)], [leaf for leaf in leaves if not _is_differentiable(leaf)]
+
+
+def _merge(like, floats, others):
+    floats, others = iter(floats), iter(others)
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    return jax.tree_util.tree_unflatten(treedef, [next(floats) if _is_differentiable(leaf) else next(others) for leaf in leaves])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def replay_fixed_point(problem, solver, criterion, params, x, z0):
+    """Fixed-point solve whose ``jax.custom_vjp`` backward replays the VJPs of the steps taken."""
+    return _forward(problem, solver, criterion, params, x, z0)[0]
+
+
+def _forward(problem, solver, criterion, params, x, z0):
+    fn = problem.flat_fn(params, x)
+    carry = initial_carry(solver, fn, z0, criterion)
+    history = jax.tree_util.tree_map(lambda a: jnp.zeros((criterion.max_steps,) + jnp.shape(a), jnp.result_type(a)), carry)
+
+    def body(loop):
+        c, history = loop
+        history = jax.tree_util.tree_map(lambda h, a: h.at[c.steps].set(a), history, c)
+        return iteration_step(solver, fn, criterion, c), history
+
+    carry, history = lax.while_loop(lambda loop: keep_iterating(criterion, loop[0]), body, (carry, history))
+    z, info, _ = iteration_result(criterion, carry)
+    return (z, info), (params, x, z0, history, carry)
+
+
+def _replay_fwd(problem, solver, criterion, params, x, z0):
+    return _forward(problem, solver, criterion, params, x, z0)
+
+
+def _replay_bwd(problem, solver, criterion, residuals, cotangents):
+    params, x, z0, history, final = residuals
+    g, _ = cotangents  # the diagnostics get no cotangent
+    floats, others = _split(final)
+    ct = _split(_merge(final, [jnp.zeros_like(a) for a in floats], others)._replace(best_z=g))[0]  # only z* is read
+
+    def step_floats(p, xx, floats, others):
+        c = _merge(final, floats, others)
+        return _split(iteration_step(solver, problem.flat_fn(p, xx), criterion, c))[0]
+
+    def back(i, acc):
+        ct, d_params, d_x = acc
+        carry_t = jax.tree_util.tree_map(lambda h: h[final.steps - 1 - i], history)
+        floats, others = _split(carry_t)
+        _, vjp = jax.vjp(lambda p, xx, fl: step_floats(p, xx, fl, others), params, x, floats)
+        dp, dx, ct = vjp(ct)
+        return ct, jax.tree_util.tree_map(jnp.add, d_params, dp), jax.tree_util.tree_map(jnp.add, d_x, dx)
+
+    start = (ct, jax.tree_util.tree_map(jnp.zeros_like, params), jax.tree_util.tree_map(jnp.zeros_like, x))
+    ct, d_params, d_x = lax.fori_loop(0, final.steps, back, start)
+    _, vjp = jax.vjp(lambda p, xx, z: _split(initial_carry(solver, problem.flat_fn(p, xx), z, criterion))[0], params, x, z0)
+    dp, dx, d_z0 = vjp(ct)
+    return jax.tree_util.tree_map(jnp.add, d_params, dp), jax.tree_util.tree_map(jnp.add, d_x, dx), d_z0
+
+
+replay_fixed_point.defvjp(_replay_fwd, _replay_bwd)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from typing import Any, Callable, Literal, NamedTuple
 
 import jax
@@ -94,18 +95,6 @@ class AbstractFixedPointSolver(abc.ABC):
         ...
 
 
-class _Carry(NamedTuple):
-    z: jax.Array
-    fz: jax.Array
-    state: Any
-    best_z: jax.Array
-    best_abs: jax.Array
-    best_rel: jax.Array
-    active: jax.Array
-    steps: jax.Array
-    num_fn_evals: jax.Array
-
-
 def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-sample absolute and relative residuals of the fixed-point equation."""
     abs_res = row_norm(fz - z)
@@ -118,6 +107,70 @@ def _select_rows(mask: jax.Array, new: Any, old: Any) -> Any:
         return jnp.where(m, a, b)
 
     return jax.tree_util.tree_map(pick, new, old)
+
+
+class IterationCarry(NamedTuple):
+    """The state of :func:`iterate` between two steps (also what ``Unroll(replay=True)`` stores per step)."""
+
+    z: jax.Array
+    fz: jax.Array
+    state: Any
+    best_z: jax.Array
+    best_abs: jax.Array
+    best_rel: jax.Array
+    active: jax.Array
+    steps: jax.Array
+    num_fn_evals: jax.Array
+
+
+def _metric(criterion: StopCriterion, abs_res: jax.Array, rel_res: jax.Array) -> jax.Array:
+    return abs_res if criterion.stop_mode == "abs" else rel_res
+
+
+def initial_carry(
+    solver: AbstractFixedPointSolver, fn: FlatFn, z0: jax.Array, criterion: StopCriterion, init: Callable[[jax.Array, jax.Array], Any] | None = None
+) -> IterationCarry:
+    """The carry before the first step: one evaluation of ``fn`` at ``z0`` and the solver's memory."""
+    fz0 = fn(z0)
+    abs0, rel0 = residuals(z0, fz0)
+    state0 = (solver.init if init is None else init)(z0, fz0)
+    done0 = (_metric(criterion, abs0, rel0) <= criterion.tol) | ~jnp.isfinite(abs0)
+    return IterationCarry(z0, fz0, state0, z0, abs0, rel0, ~done0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32))
+
+
+def iteration_step(solver: AbstractFixedPointSolver, fn: FlatFn, criterion: StopCriterion, c: IterationCarry) -> IterationCarry:
+    """One solver step on the active rows, with per-sample best-iterate tracking and freezing."""
+    z, fz, st, nfev = solver.step(fn, c.z, c.fz, c.state, c.active)
+    abs_res, rel_res = residuals(z, fz)
+    m_new, m_best = _metric(criterion, abs_res, rel_res), _metric(criterion, c.best_abs, c.best_rel)
+    finite = jnp.isfinite(abs_res)
+    better = c.active & ((m_new < m_best) | ~finite)
+    # Frozen rows keep z; their fz is never read again (solvers mask their own memory
+    # by `active`), so it is not selected: one pass over the batch fewer per step.
+    z = _select_rows(c.active, z, c.z)
+    return IterationCarry(
+        z=z,
+        fz=fz,
+        state=st,
+        best_z=_select_rows(better, z, c.best_z),
+        best_abs=jnp.where(better, abs_res, c.best_abs),
+        best_rel=jnp.where(better, rel_res, c.best_rel),
+        active=c.active & finite & (m_new > criterion.tol),
+        steps=c.steps + 1,
+        num_fn_evals=c.num_fn_evals + nfev,
+    )
+
+
+def keep_iterating(criterion: StopCriterion, c: IterationCarry) -> jax.Array:
+    """Whether another step is due: some row is still active and the step cap is not reached."""
+    return jnp.any(c.active) & (c.steps < criterion.max_steps)
+
+
+def iteration_result(criterion: StopCriterion, c: IterationCarry) -> tuple[jax.Array, SolverInfo, Any]:
+    """``(z, info, state)`` from the final carry: the lowest-residual iterate per sample."""
+    converged = (_metric(criterion, c.best_abs, c.best_rel) <= criterion.tol) & jnp.isfinite(c.best_abs)
+    info = SolverInfo(c.steps, c.num_fn_evals, c.best_abs, c.best_rel, converged)
+    return c.best_z, info, c.state
 
 
 def iterate(
@@ -139,7 +192,7 @@ def iterate(
       init: optional ``(z0, fn(z0)) -> state`` replacing ``solver.init`` (e.g. to warm
         start from a quasi-Newton estimate, see ``Broyden.warm_start``).
       unrolled: run exactly ``max_steps`` masked iterations in ``lax.scan`` so that
-        reverse-mode autodiff can go through them (memory grows with ``max_steps``);
+        autodiff (any mode) can go through them (time and memory grow with ``max_steps``);
         the default uses ``lax.while_loop`` and stops as soon as every sample is done.
 
     Returns:
@@ -148,41 +201,9 @@ def iterate(
     """
     if unrolled and not solver.supports_unrolling:
         raise ValueError(f"{type(solver).__name__} with these options cannot be unrolled (backward='unroll'); {solver.unroll_hint}")
-    tol = criterion.tol
-
-    def metric(abs_res, rel_res):
-        return abs_res if criterion.stop_mode == "abs" else rel_res
-
-    fz0 = fn(z0)
-    abs0, rel0 = residuals(z0, fz0)
-    state0 = (solver.init if init is None else init)(z0, fz0)
-    done0 = (metric(abs0, rel0) <= tol) | ~jnp.isfinite(abs0)
-    carry = _Carry(z0, fz0, state0, z0, abs0, rel0, ~done0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32))
-
-    def body(c: _Carry) -> _Carry:
-        z, fz, st, nfev = solver.step(fn, c.z, c.fz, c.state, c.active)
-        abs_res, rel_res = residuals(z, fz)
-        m_new, m_best = metric(abs_res, rel_res), metric(c.best_abs, c.best_rel)
-        finite = jnp.isfinite(abs_res)
-        better = c.active & ((m_new < m_best) | ~finite)
-        # Frozen rows keep z; their fz is never read again (solvers mask their own memory
-        # by `active`), so it is not selected: one pass over the batch fewer per step.
-        z = _select_rows(c.active, z, c.z)
-        return _Carry(
-            z=z,
-            fz=fz,
-            state=st,
-            best_z=_select_rows(better, z, c.best_z),
-            best_abs=jnp.where(better, abs_res, c.best_abs),
-            best_rel=jnp.where(better, rel_res, c.best_rel),
-            active=c.active & finite & (m_new > tol),
-            steps=c.steps + 1,
-            num_fn_evals=c.num_fn_evals + nfev,
-        )
-
-    def keep_going(c: _Carry) -> jax.Array:
-        return jnp.any(c.active) & (c.steps < criterion.max_steps)
-
+    carry = initial_carry(solver, fn, z0, criterion, init)
+    body = functools.partial(iteration_step, solver, fn, criterion)
+    keep_going = functools.partial(keep_iterating, criterion)
     if unrolled:
         def scan_body(c, _):
             return lax.cond(keep_going(c), body, lambda c: c, c), None
@@ -190,7 +211,4 @@ def iterate(
         carry, _ = lax.scan(scan_body, carry, None, length=criterion.max_steps)
     else:
         carry = lax.while_loop(keep_going, body, carry)
-
-    converged = (metric(carry.best_abs, carry.best_rel) <= tol) & jnp.isfinite(carry.best_abs)
-    info = SolverInfo(carry.steps, carry.num_fn_evals, carry.best_abs, carry.best_rel, converged)
-    return carry.best_z, info, carry.state
+    return iteration_result(criterion, carry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -23,3 +23,23 @@ def median_ms(fn: Callable, *args, repeats: int = 5) -> float:
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
     return 1e3 * float(np.median(times))
+
+
+def interleaved_ms(fns: Sequence[Callable], *args, rounds: int = 15) -> list[float]:
+    """Median wall time in ms of each ``fn(*args)``, the functions called in turn, round after round.
+
+    For ratios between methods: a slow spell of the machine (another process, frequency
+    scaling) then hits every method alike instead of whichever happened to run during it.
+    Each function is called once untimed first (compilation, warm-up).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds!r}.")
+    for fn in fns:
+        jax.block_until_ready(fn(*args))
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            spent.append(time.perf_counter() - start)
+    return [1e3 * float(np.median(spent)) for spent in times]

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import pytest
 
-from implicit_jax.benchmarking import median_ms
+from implicit_jax.benchmarking import interleaved_ms, median_ms
 
 
 def test_median_ms_times_a_call_and_validates_repeats():
@@ -12,3 +12,14 @@ def test_median_ms_times_a_call_and_validates_repeats():
     assert len(calls) == 4  # one warm-up call, then the timed repeats
     with pytest.raises(ValueError, match="repeats"):
         median_ms(lambda: None, repeats=0)
+
+
+def test_interleaved_ms_alternates_the_functions_and_validates_rounds():
+    order = []
+    first = lambda x: order.append("a") or x + 1
+    second = lambda x: order.append("b") or x * 2
+    times = interleaved_ms([first, second], jnp.ones(3), rounds=2)
+    assert len(times) == 2 and all(t >= 0 for t in times)
+    assert order == ["a", "b", "a", "b", "a", "b"]  # warm-ups, then round after round
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_ms([first], jnp.ones(3), rounds=0)

@@ -46,6 +46,14 @@ class _Cycle(NamedTuple):
     step: jax.Array  # () steps taken by the cycle (the slowest row)
 
 
+class _Restarts(NamedTuple):
+    x: jax.Array  # (batch, n) current solution
+    r: jax.Array  # (batch, n) its true residual b - M x
+    norm: jax.Array  # (batch,) ||r||
+    steps: jax.Array  # () Arnoldi steps so far (the slowest row)
+    products: jax.Array  # () products with M so far
+
+
 def _arnoldi_column(matvec, basis: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``M v_j`` orthogonalised against ``v_0 .. v_j`` (modified Gram-Schmidt): ``(w, h, ||w||)``, ``h`` of shape ``(restart + 1, batch)``."""
     w = matvec(basis[j])
@@ -150,25 +158,18 @@ def gmres(
         y = jax.vmap(lambda t, v: jax.scipy.linalg.solve_triangular(t, v, lower=False))(triangle, g)
         return x + jnp.einsum("bk,kbn->bn", y, c.basis[:size]), c.step
 
-    class _Outer(NamedTuple):
-        x: jax.Array
-        r: jax.Array
-        norm: jax.Array
-        steps: jax.Array
-        products: jax.Array
-
-    def outer_go(o: _Outer):
+    def outer_go(o: _Restarts):
         return jnp.any(iterating(o.norm)) & (o.steps < criterion.max_steps)
 
-    def outer_step(o: _Outer) -> _Outer:
+    def outer_step(o: _Restarts) -> _Restarts:
         x, taken = cycle(o.x, o.r, o.norm, iterating(o.norm), criterion.max_steps - o.steps)
         r, norm = residual(x)
         # a row that stopped keeps its iterate: rounding in the new true residual must not revive it
         stopped = ~iterating(o.norm)
-        return _Outer(jnp.where(stopped[:, None], o.x, x), r, jnp.where(stopped, o.norm, norm), o.steps + taken, o.products + taken + 1)
+        return _Restarts(jnp.where(stopped[:, None], o.x, x), r, jnp.where(stopped, o.norm, norm), o.steps + taken, o.products + taken + 1)
 
     r0, norm0 = residual(x0)
-    o = lax.while_loop(outer_go, outer_step, _Outer(x0, r0, norm0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)))
+    o = lax.while_loop(outer_go, outer_step, _Restarts(x0, r0, norm0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)))
     rel = o.norm / jnp.where(b_norm > 0, b_norm, 1.0)
     converged = (o.norm <= threshold) & jnp.isfinite(o.norm)
     return o.x, SolverInfo(o.steps, o.products, o.norm, rel, converged)

@@ -37,22 +37,20 @@ class AndersonState(NamedTuple):
 def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) -> AndersonState:
     """Write ``(f(x), f(x) - x)`` into each active row's ring slot ``count mod m`` and update the Gram row.
 
-    A scatter plus one ``(m, n)`` product per sample: the history is never copied or re-read in full.
+    A scatter plus one ``(m, n)`` product per sample. The Gram row is read from the
+    *updated* residual buffer (whose new slot holds ``g`` itself, giving the diagonal
+    ``g . g``): a product of the old buffer would force XLA to copy the whole history
+    every step so that the in-place write cannot overtake the read.
     """
     batch, memory = state.fs.shape[:2]
     g = fx - x
     slot = state.count % memory
-    cross = jnp.einsum("bmn,bn->bm", state.gs, g)
-    cross = jnp.where(jax.nn.one_hot(slot, memory, dtype=bool), jnp.sum(g * g, axis=-1, keepdims=True), cross)
     rows = jnp.arange(batch)
     target = jnp.where(active, slot, memory)  # out of bounds: dropped
+    gs = state.gs.at[rows, target].set(g, mode="drop")
+    cross = jnp.einsum("bmn,bn->bm", gs, g)
     gram = state.gram.at[rows, target].set(cross, mode="drop").at[rows, :, target].set(cross, mode="drop")
-    return AndersonState(
-        state.fs.at[rows, target].set(fx, mode="drop"),
-        state.gs.at[rows, target].set(g, mode="drop"),
-        gram,
-        state.count + active.astype(jnp.int32),
-    )
+    return AndersonState(state.fs.at[rows, target].set(fx, mode="drop"), gs, gram, state.count + active.astype(jnp.int32))
 
 
 def solve_spd(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -30,6 +30,27 @@ def test_small_spd_solve_matches_numpy():
     np.testing.assert_allclose(solve_spd(jnp.asarray(a), jnp.asarray(b)), np.linalg.solve(a, b), rtol=1e-9)
 
 
+def test_spd_solve_and_weights_act_on_leading_batch_axes():
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal((3, 2, 5, 7))
+    gram = np.einsum("...mn,...kn->...mk", g, g)
+    b = rng.standard_normal((3, 2, 5))
+    expected = np.linalg.solve(gram, b[..., None])[..., 0]
+    np.testing.assert_allclose(solve_spd(jnp.asarray(gram), jnp.asarray(b)), expected, rtol=1e-8)
+    valid = jnp.asarray(rng.random((3, 2, 5)) < 0.7).at[..., 0].set(True)
+    batched = mixing_weights(jnp.asarray(gram), valid, 1e-8)
+    one_by_one = np.stack([[mixing_weights(jnp.asarray(gram[i, j]), valid[i, j], 1e-8) for j in range(2)] for i in range(3)])
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-12)
+    np.testing.assert_allclose(batched.sum(-1), 1.0, rtol=1e-12)
+    assert np.all(np.where(valid, True, batched == 0))
+
+
+def test_indefinite_system_gives_non_finite_weights_not_silent_garbage():
+    # Anderson.step falls back to a plain step on non-finite weights; the solve must not hide the failure
+    a = jnp.array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues 3 and -1
+    assert not np.all(np.isfinite(solve_spd(a, jnp.ones(2))))
+
+
 def test_incremental_gram_matches_the_history():
     fn = lambda z: jnp.tanh(z @ jnp.full((4, 4), 0.2) + 1.0)
     solver = Anderson(memory=3)

@@ -34,7 +34,7 @@ import numpy as np
 from jax import enable_x64
 
 import implicit_jax as ij
-from implicit_jax.benchmarking import interleaved_ms, median_ms
+from implicit_jax.benchmarking import interleaved_ms, median_ms, min_ms
 from implicit_jax.problems import tanh_layer, tree_cosine, tree_ravel
 
 TOL = 1e-5
@@ -79,14 +79,16 @@ def unit_costs(f, params, x, z, repeats, chain=50):
     """Measured ms of one f call, one VJP w.r.t. z, and one VJP w.r.t. (params, z, x).
 
     Each is timed as ``chain`` dependent calls inside one jitted loop, so Python dispatch
-    does not inflate the per-call cost the floors are built from.
+    does not inflate the per-call cost the floors are built from, and the fastest of
+    ``repeats`` loops is kept: a busy machine only adds time, so the floor stays a lower
+    bound and ``total / floor`` errs on the high side.
     """
     loop = lambda body, init: jax.jit(lambda *a: jax.lax.fori_loop(0, chain, lambda i, carry: body(carry, *a), init))
     _, vjp_z = jax.vjp(lambda z: f(params, z, x), z)
     _, vjp_all = jax.vjp(f, params, z, x)
-    t_f = median_ms(loop(lambda z, p, x: f(p, z, x), z), params, x, repeats=repeats)
-    t_vjp_z = median_ms(loop(lambda u, vjp: vjp(u)[0], z), vjp_z, repeats=repeats)
-    t_vjp = median_ms(loop(lambda carry, vjp: (lambda c: (c[1], jax.tree_util.tree_map(jnp.add, carry[1], c[0])))(vjp(carry[0])), (z, params)), vjp_all, repeats=repeats)
+    t_f = min_ms(loop(lambda z, p, x: f(p, z, x), z), params, x, repeats=repeats)
+    t_vjp_z = min_ms(loop(lambda u, vjp: vjp(u)[0], z), vjp_z, repeats=repeats)
+    t_vjp = min_ms(loop(lambda carry, vjp: (lambda c: (c[1], jax.tree_util.tree_map(jnp.add, carry[1], c[0])))(vjp(carry[0])), (z, params)), vjp_all, repeats=repeats)
     return t_f / chain, t_vjp_z / chain, t_vjp / chain
 
 

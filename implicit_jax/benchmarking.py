@@ -9,8 +9,8 @@ import jax
 import numpy as np
 
 
-def median_ms(fn: Callable, *args, repeats: int = 5) -> float:
-    """Median wall time in milliseconds of ``fn(*args)``, after one untimed call (compilation, warm-up).
+def call_times_ms(fn: Callable, *args, repeats: int = 5) -> list[float]:
+    """Wall times in milliseconds of ``repeats`` calls of ``fn(*args)``, after one untimed call (compilation, warm-up).
 
     Every call is waited for with ``jax.block_until_ready``, so asynchronous dispatch does not hide work.
     """
@@ -21,8 +21,18 @@ def median_ms(fn: Callable, *args, repeats: int = 5) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+        times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def median_ms(fn: Callable, *args, repeats: int = 5) -> float:
+    """Median wall time in milliseconds of ``fn(*args)`` (see :func:`call_times_ms`)."""
+    return float(np.median(call_times_ms(fn, *args, repeats=repeats)))
+
+
+def min_ms(fn: Callable, *args, repeats: int = 5) -> float:
+    """Fastest wall time in milliseconds of ``fn(*args)``: a lower bound, since a busy machine only adds time."""
+    return float(np.min(call_times_ms(fn, *args, repeats=repeats)))
 
 
 def interleaved_ms(fns: Sequence[Callable], *args, rounds: int = 15) -> list[float]:

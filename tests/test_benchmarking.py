@@ -3,7 +3,9 @@
 import jax.numpy as jnp
 import pytest
 
-from implicit_jax.benchmarking import interleaved_ms, median_ms
+import time
+
+from implicit_jax.benchmarking import call_times_ms, interleaved_ms, median_ms, min_ms
 
 
 def test_median_ms_times_a_call_and_validates_repeats():
@@ -12,6 +14,16 @@ def test_median_ms_times_a_call_and_validates_repeats():
     assert len(calls) == 4  # one warm-up call, then the timed repeats
     with pytest.raises(ValueError, match="repeats"):
         median_ms(lambda: None, repeats=0)
+
+
+def test_min_and_median_summarise_the_same_kind_of_timed_calls():
+    delays = iter([0.0, 0.03, 0.0, 0.0])  # the first call is the untimed warm-up
+    slow_then_fast = lambda: time.sleep(next(delays))
+    times = call_times_ms(slow_then_fast, repeats=3)
+    assert len(times) == 3 and times[0] >= 30  # the warm-up call is not among them
+    assert min_ms(lambda: None, repeats=2) <= median_ms(lambda: time.sleep(0.002), repeats=2)
+    with pytest.raises(ValueError, match="repeats"):
+        min_ms(lambda: None, repeats=0)
 
 
 def test_interleaved_ms_alternates_the_functions_and_validates_rounds():

@@ -53,17 +53,26 @@ def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) 
     return AndersonState(state.fs.at[rows, target].set(fx, mode="drop"), gs, gram, state.count + active.astype(jnp.int32))
 
 
+#: Largest memory solved by the unrolled Cholesky; its compile time grows as ``m^3`` (about 2 s
+#: at ``m = 12``, 13 s at ``m = 30`` on a 2-core CPU), so larger systems go to LAPACK.
+UNROLLED_SOLVE_MAX_SIZE = 10
+
+
 def solve_spd(a: jax.Array, b: jax.Array) -> jax.Array:
     """Solve :math:`a x = b` for small symmetric positive definite ``a`` of shape ``(..., m, m)``.
 
-    Cholesky :math:`a = L L^\\top`, then two triangular solves, unrolled over the (static,
-    small) size on the *entries*: each :math:`a_{ij}` is one array over the leading axes,
-    so every scalar operation of the factorisation is one vector operation across samples.
-    XLA fuses these into a few kernels; a per-sample ``(m, m)`` sweep under ``vmap`` was
-    6-8x slower at ``m = 5`` (its intermediates were recomputed in every consumer). A
-    matrix that is not numerically positive definite gives non-finite entries, which
-    callers check.
+    Up to ``m =`` :data:`UNROLLED_SOLVE_MAX_SIZE`: Cholesky :math:`a = L L^\\top`, then two
+    triangular solves, unrolled over the (static, small) size on the *entries*: each
+    :math:`a_{ij}` is one array over the leading axes, so every scalar operation of the
+    factorisation is one vector operation across samples. XLA fuses these into a few
+    kernels; a per-sample ``(m, m)`` sweep under ``vmap`` was 6-8x slower at ``m = 5`` (its
+    intermediates were recomputed in every consumer), and batched LAPACK about 1.4x slower
+    in the Anderson solve. A matrix that is not numerically positive definite then gives
+    non-finite entries, which callers check. Larger ``m``: ``jnp.linalg.solve`` (LU), whose
+    compile time does not grow with ``m``.
     """
+    if a.shape[-1] > UNROLLED_SOLVE_MAX_SIZE:
+        return jnp.linalg.solve(a, b[..., None])[..., 0]
     size = a.shape[-1]
     chol = {}
     for j in range(size):

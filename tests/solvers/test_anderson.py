@@ -7,7 +7,7 @@ import pytest
 
 from implicit_jax.problems import contraction
 from implicit_jax.solvers import Anderson, FixedPointIteration, StopCriterion, iterate
-from implicit_jax.solvers.anderson import mixing_weights, solve_spd
+from implicit_jax.solvers.anderson import UNROLLED_SOLVE_MAX_SIZE, mixing_weights, solve_spd
 
 
 def test_mixing_weights_solve_the_constrained_least_squares():
@@ -30,14 +30,15 @@ def test_small_spd_solve_matches_numpy():
     np.testing.assert_allclose(solve_spd(jnp.asarray(a), jnp.asarray(b)), np.linalg.solve(a, b), rtol=1e-9)
 
 
-def test_spd_solve_and_weights_act_on_leading_batch_axes():
+@pytest.mark.parametrize("size", [5, UNROLLED_SOLVE_MAX_SIZE + 2])  # unrolled Cholesky, then LAPACK
+def test_spd_solve_and_weights_act_on_leading_batch_axes(size):
     rng = np.random.default_rng(2)
-    g = rng.standard_normal((3, 2, 5, 7))
+    g = rng.standard_normal((3, 2, size, size + 2))
     gram = np.einsum("...mn,...kn->...mk", g, g)
-    b = rng.standard_normal((3, 2, 5))
+    b = rng.standard_normal((3, 2, size))
     expected = np.linalg.solve(gram, b[..., None])[..., 0]
     np.testing.assert_allclose(solve_spd(jnp.asarray(gram), jnp.asarray(b)), expected, rtol=1e-8)
-    valid = jnp.asarray(rng.random((3, 2, 5)) < 0.7).at[..., 0].set(True)
+    valid = jnp.asarray(rng.random((3, 2, size)) < 0.7).at[..., 0].set(True)
     batched = mixing_weights(jnp.asarray(gram), valid, 1e-8)
     one_by_one = np.stack([[mixing_weights(jnp.asarray(gram[i, j]), valid[i, j], 1e-8) for j in range(2)] for i in range(3)])
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-12)

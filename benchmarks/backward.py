@@ -12,6 +12,12 @@ number of f evaluations and VJPs, and the "floor": those counts times the measur
 cost of one f call and one VJP. Peers solve the same problem at the same relative
 tolerance (jaxopt's absolute tol is set to 1e-5 * ||z*||; optimistix's rtol = 1e-5).
 
+Equal tolerances do not give equal gradients (jaxopt's normal-CG backward stops at about
+3e-5 relative error whatever its tolerance), so our fastest exact method and the best peer
+are then re-run at each of --sweep-tols (time against gradient error, interleaved), and the
+speed-up is also given at matched error: the peer at 1e-5 against our fastest point whose
+gradient error is no larger than the peer's.
+
     python benchmarks/backward.py                       # 64x256, 128x512 and 256x1024
     python benchmarks/backward.py --settings 128x512 --repeats 5 --no-peers
 
@@ -104,8 +110,12 @@ def time_method(setting, name, solve, params, x, c, ref, repeats, note=""):
     t_bwd = min_ms(pullback, with_pullback(params, x)[1], repeats=repeats)
     t_tot = min_ms(total, params, x, repeats=repeats)
     grad = total(params, x)[1]
-    err = float(jnp.linalg.norm(tree_ravel(grad) - tree_ravel(ref)) / jnp.linalg.norm(tree_ravel(ref)))
-    return Row(setting, name, t_fwd, t_bwd, t_tot, tree_cosine(grad, ref), err, note=note, total_fn=total)
+    return Row(setting, name, t_fwd, t_bwd, t_tot, tree_cosine(grad, ref), gradient_error(grad, ref), note=note, total_fn=total)
+
+
+def gradient_error(grad, ref) -> float:
+    """Relative error ||grad - ref|| / ||ref|| over all parameter leaves."""
+    return float(jnp.linalg.norm(tree_ravel(grad) - tree_ravel(ref)) / jnp.linalg.norm(tree_ravel(ref)))
 
 
 OURS = {
@@ -159,8 +169,7 @@ def run_ours(setting, f, params, x, c, ref, costs, repeats, methods=None):
     t_f, t_vjp_z, t_vjp = costs
     rows = []
     for name, (solver, backward) in selected(methods).items():
-        solve = lambda p, x, solver=solver, backward=backward: ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True)
-        row = time_method(setting, name, solve, params, x, c, ref, repeats)
+        row = time_method(setting, name, our_solve(f, name, TOL), params, x, c, ref, repeats)
         _, info = jax.jit(lambda p, x: ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True, return_info=True))(params, x)
         row.forward_evals = int(info.num_fn_evals)
         evals, vjps = None, None
@@ -178,38 +187,102 @@ def run_ours(setting, f, params, x, c, ref, costs, repeats, methods=None):
     return rows
 
 
-def run_peers(setting, f, params, x, c, ref, z_ref, repeats):
+OPTIMISTIX = "optimistix FixedPointIteration (ImplicitAdjoint, GMRES)"
+
+
+def jaxopt_solvers(f, tol: float, z_norm: float) -> dict:
+    """name -> jaxopt solver at relative tolerance ``tol`` (its absolute tol is ``tol * ||z*||``:
+    jaxopt stops on ||f(z) - z|| over the whole batch)."""
     import jaxopt
+
+    abs_tol = tol * z_norm
+    fp = lambda z, p, x: f(p, z, x)
+    gmres = functools.partial(jaxopt.linear_solve.solve_gmres, tol=tol)
+    return {
+        "jaxopt FixedPointIteration (normal-CG)": jaxopt.FixedPointIteration(fp, maxiter=MAX_STEPS, tol=abs_tol),
+        "jaxopt FixedPointIteration (GMRES)": jaxopt.FixedPointIteration(fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=gmres),
+        "jaxopt AndersonAcceleration (normal-CG)": jaxopt.AndersonAcceleration(fp, maxiter=MAX_STEPS, tol=abs_tol),
+        "jaxopt AndersonAcceleration (GMRES)": jaxopt.AndersonAcceleration(fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=gmres),
+    }
+
+
+def optimistix_solution(f, tol: float):
+    """``(params, x) -> optimistix Solution`` at rtol = atol = ``tol`` (GMRES adjoint at the same tolerance)."""
     import lineax as lx
     import optimistix as optx
 
+    adjoint = optx.ImplicitAdjoint(linear_solver=lx.GMRES(rtol=tol, atol=tol))
+    solver = optx.FixedPointIteration(rtol=tol, atol=tol)
+    return lambda p, x: optx.fixed_point(lambda z, args: f(args[0], z, args[1]), solver, jnp.zeros_like(x), (p, x), max_steps=MAX_STEPS, adjoint=adjoint, throw=False)
+
+
+def peer_solve(f, name: str, tol: float, z_norm: float):
+    """The peer method ``name`` as ``solve(params, x) -> z*`` at relative tolerance ``tol``."""
+    if name == OPTIMISTIX:
+        solution = optimistix_solution(f, tol)
+        return lambda p, x: solution(p, x).value
+    solver = jaxopt_solvers(f, tol, z_norm)[name]
+    return lambda p, x: solver.run(jnp.zeros_like(x), p, x).params
+
+
+def our_solve(f, name: str, tol: float):
+    """Our method ``name`` (a key of OURS) as ``solve(params, x) -> z*`` at tolerance ``tol``."""
+    solver, backward = OURS[name]
+    return lambda p, x: ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=tol, max_steps=MAX_STEPS, batched=True)
+
+
+def run_peers(setting, f, params, x, c, ref, z_ref, repeats):
+    import optimistix as optx
+
     rows = []
-    abs_tol = TOL * float(jnp.linalg.norm(z_ref))  # jaxopt stops on ||f(z) - z|| over the whole batch
-    fp = lambda z, p, x: f(p, z, x)
-    gmres = functools.partial(jaxopt.linear_solve.solve_gmres, tol=TOL)
-    for name, make in {
-        "jaxopt FixedPointIteration (normal-CG)": lambda: jaxopt.FixedPointIteration(fp, maxiter=MAX_STEPS, tol=abs_tol),
-        "jaxopt FixedPointIteration (GMRES)": lambda: jaxopt.FixedPointIteration(fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=gmres),
-        "jaxopt AndersonAcceleration (normal-CG)": lambda: jaxopt.AndersonAcceleration(fp, maxiter=MAX_STEPS, tol=abs_tol),
-        "jaxopt AndersonAcceleration (GMRES)": lambda: jaxopt.AndersonAcceleration(fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=gmres),
-    }.items():
-        solver = make()
-        solve = lambda p, x, solver=solver: solver.run(jnp.zeros_like(x), p, x).params
-        row = time_method(setting, name, solve, params, x, c, ref, repeats)
+    z_norm = float(jnp.linalg.norm(z_ref))
+    for name, solver in jaxopt_solvers(f, TOL, z_norm).items():
+        row = time_method(setting, name, peer_solve(f, name, TOL, z_norm), params, x, c, ref, repeats)
         state = jax.jit(lambda p, x, solver=solver: solver.run(jnp.zeros_like(x), p, x).state)(params, x)
         row.forward_evals = int(state.iter_num) + (1 if "Anderson" in name else 0)
         row.note = f"fwd steps {int(state.iter_num)}, error {float(state.error):.1e}"
         rows.append(row)
 
-    adjoint = optx.ImplicitAdjoint(linear_solver=lx.GMRES(rtol=TOL, atol=TOL))
-    solver = optx.FixedPointIteration(rtol=TOL, atol=TOL)
-    solve = lambda p, x: optx.fixed_point(lambda z, args: f(args[0], z, args[1]), solver, jnp.zeros_like(x), (p, x), max_steps=MAX_STEPS, adjoint=adjoint, throw=False).value
-    row = time_method(setting, "optimistix FixedPointIteration (ImplicitAdjoint, GMRES)", solve, params, x, c, ref, repeats)
-    sol = jax.jit(lambda p, x: optx.fixed_point(lambda z, args: f(args[0], z, args[1]), solver, jnp.zeros_like(x), (p, x), max_steps=MAX_STEPS, adjoint=adjoint, throw=False))(params, x)
+    row = time_method(setting, OPTIMISTIX, peer_solve(f, OPTIMISTIX, TOL, z_norm), params, x, c, ref, repeats)
+    sol = jax.jit(optimistix_solution(f, TOL))(params, x)
     row.forward_evals = int(sol.stats["num_steps"]) + 1
     row.note = f"fwd steps {int(sol.stats['num_steps'])}, result {sol.result == optx.RESULTS.successful}"
     rows.append(row)
     return rows
+
+
+def tolerance_sweep(setting, ours, peer, params, x, c, ref, tols, rounds):
+    """Total time (interleaved medians) and gradient error of two methods at each tolerance.
+
+    ``ours`` and ``peer`` are ``(name, solve_at)`` with ``solve_at(tol) -> solve(params, x) -> z*``.
+    Returns ``(points, line)``: one dict per (method, tol), and the speed-up at matched error:
+    the peer at the benchmark's tolerance ``TOL`` (which ``tols`` must hold) against our fastest
+    point whose gradient error is no larger than the peer's.
+    """
+    specs = [(side, name, tol, solve_at(tol)) for side, (name, solve_at) in (("ours", ours), ("peer", peer)) for tol in tols]
+    totals = [jax.jit(jax.value_and_grad(lambda p, x, solve=solve: jnp.sum(c * solve(p, x)))) for *_, solve in specs]
+    times = interleaved_ms(totals, params, x, rounds=rounds)
+    points = [{"setting": setting, "side": side, "method": name, "tol": tol, "total_ms": ms, "rel_error": gradient_error(total(params, x)[1], ref)}
+              for (side, name, tol, _), total, ms in zip(specs, totals, times)]
+    peer_point, best = matched_error(points)
+    if best is None:
+        return points, f"{setting}: no tolerance in {list(tols)} gives our gradient an error <= the peer's {peer_point['rel_error']:.1e}"
+    line = (f"{setting}: at matched gradient error, {peer[0]} at tol {TOL:g} (rel err {peer_point['rel_error']:.1e}) {peer_point['total_ms']:.1f} ms "
+            f"vs {best['method']} at tol {best['tol']:g} (rel err {best['rel_error']:.1e}) {best['total_ms']:.1f} ms -> {peer_point['total_ms'] / best['total_ms']:.2f}x")
+    return points, line
+
+
+def matched_error(points) -> tuple[dict, dict | None]:
+    """``(peer point at TOL, our fastest point whose gradient error is <= the peer's, or None)``."""
+    (peer_point,) = [p for p in points if p["side"] == "peer" and p["tol"] == TOL]
+    good = [p for p in points if p["side"] == "ours" and p["rel_error"] <= peer_point["rel_error"]]
+    return peer_point, min(good, key=lambda p: p["total_ms"]) if good else None
+
+
+def print_sweep(points):
+    print(f"{'setting':>9} {'method':<56} {'tol':>7} {'total ms':>9} {'rel err':>8}")
+    for p in points:
+        print(f"{p['setting']:>9} {p['method']:<56} {p['tol']:7.0e} {p['total_ms']:9.2f} {p['rel_error']:8.1e}")
 
 
 def fmt(v, spec):
@@ -229,15 +302,25 @@ def print_table(rows):
         )
 
 
+def fastest_exact(rows) -> Row:
+    """Our fastest exact method (an ``implicit*`` row) of one setting."""
+    return min((r for r in rows if r.method.startswith("implicit")), key=lambda r: r.total_ms)
+
+
+def best_peer(rows, exact: Row) -> Row | None:
+    """The fastest peer row whose gradient error is at most max(ours, 1e-4), if any."""
+    peers = [r for r in rows if r.method.startswith(("jaxopt", "optimistix")) and r.rel_error <= max(exact.rel_error, 1e-4)]
+    return min(peers, key=lambda r: r.total_ms) if peers else None
+
+
 def summarize(rows, args_of, rounds):
     """The issue's target ratios, per setting; the peer speed-up is re-timed with ours and the peer interleaved."""
     lines = []
     for setting in dict.fromkeys(r.setting for r in rows):
         rs = {r.method: r for r in rows if r.setting == setting}
-        exact = min((r for name, r in rs.items() if name.startswith("implicit")), key=lambda r: r.total_ms)
-        peers = [r for r in rs.values() if r.method.startswith(("jaxopt", "optimistix")) and r.rel_error <= max(exact.rel_error, 1e-4)]
-        if peers:
-            best = min(peers, key=lambda r: r.total_ms)
+        exact = fastest_exact(rs.values())
+        best = best_peer(rs.values(), exact)
+        if best is not None:
             ours_ms, peer_ms = interleaved_ms([exact.total_fn, best.total_fn], *args_of[setting], rounds=rounds)
             lines.append(f"{setting}: best peer at rel err <= max(ours, 1e-4): {best.method} {best.total_ms:.1f} ms (rel err {best.rel_error:.1e}); "
                          f"our fastest exact, {exact.method}: {exact.total_ms:.1f} ms (rel err {exact.rel_error:.1e}) -> speed-up {best.total_ms / exact.total_ms:.2f}x; "
@@ -256,11 +339,15 @@ def main():
     parser.add_argument("--methods", default=None, help="comma-separated substrings: run only our methods whose name contains one (default all)")
     parser.add_argument("--x-scale", type=float, default=1.0, help="input scale: smaller keeps tanh linear and the problem harder")
     parser.add_argument("--gaussian", dest="orthogonal", action="store_false", help="Gaussian W (easy) instead of 0.9 x orthogonal")
+    parser.add_argument("--sweep-tols", default="3e-6,1e-5,3e-5,1e-4",
+                        help="tolerances at which our fastest exact method and the best peer are re-run to compare time at matched "
+                             "gradient error (the benchmark tolerance is always included); empty to skip")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backward.json"))
     args = parser.parse_args()
+    sweep_tols = sorted({float(t) for t in args.sweep_tols.split(",") if t.strip()} | {TOL}) if args.sweep_tols.strip() else []
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs, float32, tol {TOL}")
-    rows, args_of = [], {}
+    rows, args_of, sweep_points, sweep_lines = [], {}, [], []
     for setting in args.settings.split(","):
         batch, dim = map(int, setting.split("x"))
         with enable_x64():  # only the problem and its float64 reference; everything timed runs in float32
@@ -277,14 +364,26 @@ def main():
             setting_rows += run_peers(setting, f, params32, x32, c32, ref, z_ref, args.repeats)
         print_table(setting_rows)
         rows += setting_rows
+        exact = fastest_exact(setting_rows)
+        peer = best_peer(setting_rows, exact)
+        if sweep_tols and peer is not None:
+            z_norm = float(jnp.linalg.norm(z_ref))
+            points, line = tolerance_sweep(setting, (exact.method, lambda tol: our_solve(f, exact.method, tol)),
+                                           (peer.method, lambda tol: peer_solve(f, peer.method, tol, z_norm)),
+                                           params32, x32, c32, ref, sweep_tols, rounds=3 * args.repeats)
+            print(f"\n{setting}: time against gradient error (value_and_grad, interleaved medians over {3 * args.repeats} rounds)")
+            print_sweep(points)
+            sweep_points += points
+            sweep_lines.append(line)
     print()
-    summary = summarize(rows, args_of, rounds=3 * args.repeats)
+    summary = summarize(rows, args_of, rounds=3 * args.repeats) + sweep_lines
     print("\n".join(summary))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(jax.devices()[0]), "jax": jax.__version__},
-        "tol": TOL, "rows": [{fld.name: getattr(r, fld.name) for fld in dataclasses.fields(r) if fld.name != "total_fn"} for r in rows], "summary": summary,
+        "tol": TOL, "rows": [{fld.name: getattr(r, fld.name) for fld in dataclasses.fields(r) if fld.name != "total_fn"} for r in rows],
+        "tolerance_sweep": sweep_points, "summary": summary,
     }, indent=1))
     print(f"\nwrote {out}")
 

@@ -1,8 +1,13 @@
 """The README's main job and the benchmark stay runnable (small settings)."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import jax.numpy as jnp
+
+from implicit_jax.problems import tanh_layer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,3 +91,37 @@ def test_bilevel_benchmark_quick(tmp_path):
     out = run("benchmarks/bilevel.py", "--quick", "--outer-steps", "2", "--repeats", "1", "--horizons", "10,20", "--out", str(target))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "shine + OPA" in out.stdout and "over budget" not in out.stdout and target.exists()
+
+
+def _backward_benchmark():
+    spec = importlib.util.spec_from_file_location("backward_benchmark", ROOT / "benchmarks" / "backward.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_matched_error_picks_our_fastest_point_at_or_below_the_peers_error():
+    bench = _backward_benchmark()
+    point = lambda side, tol, ms, err: {"side": side, "tol": tol, "total_ms": ms, "rel_error": err}
+    points = [point("ours", 1e-5, 5.0, 1e-5), point("ours", 3e-5, 4.0, 3e-5), point("ours", 1e-4, 3.0, 9e-5),
+              point("peer", 1e-5, 8.0, 3.4e-5), point("peer", 1e-4, 6.0, 5e-5)]
+    peer, best = bench.matched_error(points)
+    assert peer["total_ms"] == 8.0  # the peer at the benchmark's tolerance, not its fastest point
+    assert best["tol"] == 3e-5  # fastest of ours with error <= 3.4e-5; the 1e-4 point is faster but worse
+    _, none = bench.matched_error([point("ours", 1e-5, 5.0, 1e-4), point("peer", 1e-5, 8.0, 3e-5)])
+    assert none is None
+
+
+def test_tolerance_sweep_times_both_methods_at_every_tolerance():
+    bench = _backward_benchmark()
+    f, params, x, c = tanh_layer(d=8, batch=3, dtype=jnp.float32, orthogonal=True)
+    ref = bench.reference_gradient(f, params, x, c)[0]
+    tols = [1e-6, bench.TOL, 1e-3]
+    ours = ("implicit (fixed-point fwd+adjoint)", lambda tol: bench.our_solve(f, "implicit (fixed-point fwd+adjoint)", tol))
+    other = ("implicit (anderson fwd+adjoint)", lambda tol: bench.our_solve(f, "implicit (anderson fwd+adjoint)", tol))
+    points, line = bench.tolerance_sweep("3x8", ours, other, params, x, c, ref, tols, rounds=1)
+    assert [(p["side"], p["tol"]) for p in points] == [("ours", t) for t in tols] + [("peer", t) for t in tols]
+    errors = [p["rel_error"] for p in points if p["side"] == "ours"]
+    assert errors[0] < 1e-5 < errors[-1]  # the gradient error follows the tolerance
+    assert "at matched gradient error" in line

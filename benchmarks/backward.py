@@ -339,7 +339,7 @@ def main():
     parser.add_argument("--methods", default=None, help="comma-separated substrings: run only our methods whose name contains one (default all)")
     parser.add_argument("--x-scale", type=float, default=1.0, help="input scale: smaller keeps tanh linear and the problem harder")
     parser.add_argument("--gaussian", dest="orthogonal", action="store_false", help="Gaussian W (easy) instead of 0.9 x orthogonal")
-    parser.add_argument("--sweep-tols", default="3e-6,1e-5,3e-5,1e-4",
+    parser.add_argument("--sweep-tols", default="3e-6,1e-5,2e-5,3e-5,1e-4",
                         help="tolerances at which our fastest exact method and the best peer are re-run to compare time at matched "
                              "gradient error (the benchmark tolerance is always included); empty to skip")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backward.json"))

@@ -14,13 +14,29 @@ def scaled_map(rates):
     return lambda z: 1.0 + rates[:, None] * (z - 1.0)
 
 
-def test_each_sample_stops_on_its_own_residual_and_is_frozen():
+def test_each_sample_stops_on_its_own_residual_and_keeps_its_result():
     rates = jnp.array([0.1, 0.8])
     z, info, _ = iterate(FixedPointIteration(), scaled_map(rates), jnp.zeros((2, 3)), StopCriterion(tol=1e-6, max_steps=200, stop_mode="abs"))
     assert bool(info.converged.all())
-    # the fast sample froze after a few steps, so its residual is not driven down to the slow one's
+    # the fast sample finished after a few steps, so its residual is not driven down to the slow one's
     assert float(info.abs_residual[0]) <= 1e-6 and float(info.abs_residual[0]) > 1e-12
     np.testing.assert_allclose(z, 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", [FixedPointIteration(), FixedPointIteration(damping=0.7), Anderson(), Broyden()])
+def test_a_finished_sample_returns_what_it_would_alone(solver):
+    # the fast sample finishes long before the slow one; the batch goes on iterating (its z may
+    # keep moving), but its result and residuals are those of its own solve, step for step
+    rates = jnp.array([0.2, 0.9])
+    fn = lambda z: jnp.tanh(z @ (0.5 * jnp.eye(3, dtype=z.dtype) + 0.1).T + 1.0) * rates[:, None] + (1.0 - rates[:, None]) * 0.3
+    criterion = StopCriterion(tol=1e-9, max_steps=300)
+    z, info, _ = iterate(solver, fn, jnp.zeros((2, 3), jnp.float64), criterion)
+    rate0 = rates[:1]
+    fn0 = lambda z: jnp.tanh(z @ (0.5 * jnp.eye(3, dtype=z.dtype) + 0.1).T + 1.0) * rate0[:, None] + (1.0 - rate0[:, None]) * 0.3
+    z0, info0, _ = iterate(solver, fn0, jnp.zeros((1, 3), jnp.float64), criterion)
+    assert bool(info.converged.all()) and int(info.steps) > int(info0.steps)
+    np.testing.assert_allclose(z[0], z0[0], rtol=1e-12)
+    np.testing.assert_allclose(info.abs_residual[0], info0.abs_residual[0], rtol=1e-9)
 
 
 def test_nan_sample_is_reported_and_does_not_poison_others():

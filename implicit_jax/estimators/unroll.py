@@ -24,6 +24,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from implicit_jax.estimators.base import AbstractBackward
@@ -101,24 +102,28 @@ def _replay_bwd(problem, solver, criterion, residuals, cotangents):
     g, _ = cotangents  # the diagnostics get no cotangent
     floats, others = _split(final)
     ct = _split(_merge(final, [jnp.zeros_like(a) for a in floats], others)._replace(best_z=g))[0]  # only z* is read
+    # Only the floating-point leaves of (params, x) are differentiated and accumulated: an
+    # integer or boolean leaf (a label, a flag) gets a float0 zero, which cannot be summed.
+    inputs = (params, x)
+    input_floats, input_others = _split(inputs)
 
-    def step_floats(p, xx, floats, others):
-        c = _merge(final, floats, others)
-        return _split(iteration_step(solver, problem.flat_fn(p, xx), criterion, c))[0]
+    def fn_of(fl_in):
+        return problem.flat_fn(*_merge(inputs, fl_in, input_others))
 
     def back(i, acc):
-        ct, d_params, d_x = acc
+        ct, d_inputs = acc
         carry_t = jax.tree_util.tree_map(lambda h: h[final.steps - 1 - i], history)
         floats, others = _split(carry_t)
-        _, vjp = jax.vjp(lambda p, xx, fl: step_floats(p, xx, fl, others), params, x, floats)
-        dp, dx, ct = vjp(ct)
-        return ct, jax.tree_util.tree_map(jnp.add, d_params, dp), jax.tree_util.tree_map(jnp.add, d_x, dx)
+        _, vjp = jax.vjp(lambda fl_in, fl: _split(iteration_step(solver, fn_of(fl_in), criterion, _merge(final, fl, others)))[0], input_floats, floats)
+        d, ct = vjp(ct)
+        return ct, [a + b for a, b in zip(d_inputs, d)]
 
-    start = (ct, jax.tree_util.tree_map(jnp.zeros_like, params), jax.tree_util.tree_map(jnp.zeros_like, x))
-    ct, d_params, d_x = lax.fori_loop(0, final.steps, back, start)
-    _, vjp = jax.vjp(lambda p, xx, z: _split(initial_carry(solver, problem.flat_fn(p, xx), z, criterion))[0], params, x, z0)
-    dp, dx, d_z0 = vjp(ct)
-    return jax.tree_util.tree_map(jnp.add, d_params, dp), jax.tree_util.tree_map(jnp.add, d_x, dx), d_z0
+    ct, d_inputs = lax.fori_loop(0, final.steps, back, (ct, [jnp.zeros_like(a) for a in input_floats]))
+    _, vjp = jax.vjp(lambda fl_in, z: _split(initial_carry(solver, fn_of(fl_in), z, criterion))[0], input_floats, z0)
+    d, d_z0 = vjp(ct)
+    no_cotangent = [np.zeros(jnp.shape(a), jax.dtypes.float0) for a in input_others]
+    d_params, d_x = _merge(inputs, [a + b for a, b in zip(d_inputs, d)], no_cotangent)
+    return d_params, d_x, d_z0
 
 
 replay_fixed_point.defvjp(_replay_fwd, _replay_bwd)

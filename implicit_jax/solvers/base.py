@@ -98,7 +98,13 @@ class AbstractFixedPointSolver(abc.ABC):
 
 
 def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-sample absolute and relative residuals of the fixed-point equation."""
+    """Per-sample absolute and relative residuals of the fixed-point equation.
+
+    Diagnostics only, so they carry no gradient: the norm's derivative is 0/0 at a zero
+    residual (a sample that starts at its fixed point, e.g. zero padding), and a replayed
+    VJP (``Unroll(replay=True)``) would multiply it by a zero cotangent and get NaN.
+    """
+    z, fz = lax.stop_gradient(z), lax.stop_gradient(fz)
     abs_res = row_norm(fz - z)
     return abs_res, abs_res / (row_norm(fz) + jnp.finfo(fz.dtype).tiny)
 

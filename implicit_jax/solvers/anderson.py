@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from implicit_jax.solvers.base import AbstractFixedPointSolver
 
@@ -58,25 +59,41 @@ def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) 
 UNROLLED_SOLVE_MAX_SIZE = 10
 
 
-def solve_spd(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Solve :math:`a x = b` for small symmetric positive definite ``a`` of shape ``(..., m, m)``.
+def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Solve :math:`a x = b` for small symmetric positive definite ``a`` of shape ``(..., m, m)``.
 
-    Up to ``m =`` :data:`UNROLLED_SOLVE_MAX_SIZE`: Cholesky :math:`a = L L^\\top`, then two
+    Returns ``(x, ok)``. ``ok`` (shape ``a.shape[:-2]``) is false where ``a`` is not
+    numerically positive definite (a Cholesky pivot :math:`\le 0` or not finite) or ``x``
+    is not finite. There ``x`` is finite but meaningless, computed with the failed pivots
+    replaced by 1 (the double-``where`` pattern). A caller that swaps in a fallback with
+    ``jnp.where(ok, x, fallback)`` therefore gets finite *gradients* too: a NaN in the
+    branch not taken would make the select's cotangent :math:`0 \cdot \mathrm{NaN} = \mathrm{NaN}`,
+    which is how unrolled Anderson used to return NaN gradients on any problem whose
+    residuals became parallel (every one-dimensional problem).
+
+    Up to ``m =`` :data:`UNROLLED_SOLVE_MAX_SIZE`: Cholesky :math:`a = L L^\top`, then two
     triangular solves, unrolled over the (static, small) size on the *entries*: each
     :math:`a_{ij}` is one array over the leading axes, so every scalar operation of the
     factorisation is one vector operation across samples. XLA fuses these into a few
     kernels; a per-sample ``(m, m)`` sweep under ``vmap`` was 6-8x slower at ``m = 5`` (its
     intermediates were recomputed in every consumer), and batched LAPACK about 1.4x slower
-    in the Anderson solve. A matrix that is not numerically positive definite then gives
-    non-finite entries, which callers check. Larger ``m``: ``jnp.linalg.solve`` (LU), whose
-    compile time does not grow with ``m``.
+    in the Anderson solve. Larger ``m``: ``jnp.linalg.solve`` (LU), whose compile time does
+    not grow with ``m``; there a first, non-differentiated solve finds the failed systems,
+    which the second solve replaces by the identity.
     """
     if a.shape[-1] > UNROLLED_SOLVE_MAX_SIZE:
-        return jnp.linalg.solve(a, b[..., None])[..., 0]
+        probe = jnp.linalg.solve(lax.stop_gradient(a), lax.stop_gradient(b)[..., None])[..., 0]
+        ok = jnp.all(jnp.isfinite(probe), axis=-1)
+        safe = jnp.where(ok[..., None, None], a, jnp.eye(a.shape[-1], dtype=a.dtype))
+        return jnp.linalg.solve(safe, b[..., None])[..., 0], ok
     size = a.shape[-1]
+    ok = jnp.ones(a.shape[:-2], bool)
     chol = {}
     for j in range(size):
-        chol[j, j] = jnp.sqrt(a[..., j, j] - sum(chol[j, k] ** 2 for k in range(j)))
+        pivot = a[..., j, j] - sum(chol[j, k] ** 2 for k in range(j))
+        positive = pivot > 0  # false for NaN too
+        ok = ok & positive
+        chol[j, j] = jnp.sqrt(jnp.where(positive, pivot, 1.0))
         for i in range(j + 1, size):
             chol[i, j] = (a[..., i, j] - sum(chol[i, k] * chol[j, k] for k in range(j))) / chol[j, j]
     y = []
@@ -85,13 +102,16 @@ def solve_spd(a: jax.Array, b: jax.Array) -> jax.Array:
     x = [None] * size
     for i in reversed(range(size)):  # L^T x = y
         x[i] = (y[i] - sum(chol[k, i] * x[k] for k in range(i + 1, size))) / chol[i, i]
-    return jnp.stack(x, axis=-1)
+    x = jnp.stack(x, axis=-1)
+    return x, ok & jnp.all(jnp.isfinite(x), axis=-1)
 
 
-def mixing_weights(gram: jax.Array, valid: jax.Array, regularization: float) -> jax.Array:
-    """Weights :math:`\\alpha` (summing to one over valid slots) from Gram matrices ``(..., m, m)`` of residuals.
+def mixing_weights(gram: jax.Array, valid: jax.Array, regularization: float) -> tuple[jax.Array, jax.Array]:
+    r"""Weights :math:`\alpha` (summing to one over valid slots) from Gram matrices ``(..., m, m)`` of residuals.
 
-    ``valid`` (``(..., m)``) marks the filled slots; the others get weight 0.
+    ``valid`` (``(..., m)``) marks the filled slots; the others get weight 0. Returns
+    ``(alpha, ok)``; where ``ok`` is false the least squares was numerically degenerate and
+    ``alpha`` is finite but meaningless (see :func:`solve_spd`).
     """
     diagonal = jnp.diagonal(gram, axis1=-2, axis2=-1)
     scale = jnp.min(jnp.where(valid, diagonal, jnp.inf), axis=-1, keepdims=True)
@@ -99,8 +119,11 @@ def mixing_weights(gram: jax.Array, valid: jax.Array, regularization: float) -> 
     eye = jnp.eye(valid.shape[-1], dtype=gram.dtype)
     ridge = jnp.where(valid, regularization * scale + jnp.finfo(gram.dtype).tiny, 1.0)
     system = jnp.where(both, gram, 0.0) + eye * ridge[..., None, :]
-    w = solve_spd(system, valid.astype(gram.dtype))
-    return w / jnp.sum(w, axis=-1, keepdims=True)
+    w, ok = solve_spd(system, valid.astype(gram.dtype))
+    total = jnp.sum(w, axis=-1, keepdims=True)
+    ok = ok & (total[..., 0] != 0)
+    alpha = w / jnp.where(ok[..., None], total, 1.0)
+    return alpha, ok & jnp.all(jnp.isfinite(alpha), axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,11 +156,11 @@ class Anderson(AbstractFixedPointSolver):
 
     def step(self, fn, z, fz, state, active):
         valid = jnp.arange(self.memory)[None, :] < state.count[:, None]
-        alpha = mixing_weights(state.gram, valid, self.regularization)
-        # A degenerate least squares (residuals parallel, e.g. in one dimension, down to rounding)
-        # can give non-finite weights: that sample takes a plain fixed-point step instead.
+        alpha, ok = mixing_weights(state.gram, valid, self.regularization)
+        # A degenerate least squares (residuals parallel, e.g. in one dimension, down to rounding):
+        # that sample takes a plain fixed-point step instead, with finite gradients when unrolled.
         newest = jax.nn.one_hot((state.count - 1) % self.memory, self.memory, dtype=alpha.dtype)
-        alpha = jnp.where(jnp.all(jnp.isfinite(alpha), axis=-1, keepdims=True), alpha, newest)
+        alpha = jnp.where(ok[:, None], alpha, newest)
         mixed_f = jnp.einsum("bm,bmn->bn", alpha, state.fs)
         # x_i = f_i - g_i, so beta * sum a f + (1 - beta) * sum a x = sum a f - (1 - beta) * sum a g
         z_new = mixed_f if self.mixing == 1.0 else mixed_f - (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.gs)

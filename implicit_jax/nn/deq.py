@@ -1,7 +1,8 @@
 r"""The DEQ layer: a Flax ``nnx`` module that returns the equilibrium of its cell.
 
 ``DEQ(cell)(x)`` solves :math:`z^\star = f_\theta(z^\star, x)` for a cell
-``cell(z, x) -> z`` (an ``nnx.Module`` with no mutable state: no BatchNorm, no dropout)
+``cell(z, x) -> z`` (an ``nnx.Module`` with no mutable state: no BatchNorm, no dropout; a
+cell that updates its variables when called is rejected at trace time)
 with :func:`implicit_jax.fixed_point`, batched per sample, and returns ``(z_star, info)``
 where ``info`` is the forward :class:`~implicit_jax.SolverInfo` (per-sample steps,
 residuals, converged flags). The gradient of :math:`z^\star` is the one the ``backward``
@@ -53,7 +54,16 @@ class DEQ(nnx.Module):
 
     def _pure_cell(self):
         graphdef, state = nnx.split(self.cell)
-        return (lambda s, z, x: nnx.merge(graphdef, s)(z, x)), state
+
+        def f(s, z, x):
+            s = jax.tree_util.tree_map(lambda leaf: leaf, s)  # fresh variables at this trace level
+            before = jax.tree_util.tree_flatten_with_path(s)[0]
+            cell = nnx.merge(graphdef, s)
+            out = cell(z, x)
+            _raise_if_state_changed(before, jax.tree_util.tree_leaves(nnx.state(cell)))
+            return out
+
+        return f, state
 
     def __call__(self, x: jax.Array, *, z0: jax.Array | None = None, unrolled_steps: int | None = None,
                  backward_tap: BackwardInfo | None = None) -> tuple[jax.Array, SolverInfo]:
@@ -69,6 +79,26 @@ class DEQ(nnx.Module):
     def jacobian_penalty(self, z: jax.Array, x: jax.Array, key: jax.Array, num_probes: int = 1) -> jax.Array:
         """:math:`\\|\\partial f/\\partial z\\|_F^2/d` at ``z`` (Hutchinson), differentiable in the cell's parameters."""
         return jacobian_frobenius_penalty(lambda zz: self.cell(zz, x), z, key, num_probes)
+
+
+def _variable_name(path) -> str:
+    keys = [getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path]
+    return ".".join(str(k) for k in keys if k != "value")
+
+
+def _raise_if_state_changed(before, after) -> None:
+    """Raise at trace time if calling the cell replaced any of its variables (``before``: leaves with paths)."""
+    changed = [_variable_name(path) for (path, old), new in zip(before, after) if old is not new]
+    if changed:
+        raise ValueError(
+            f"The DEQ cell changed its own state when called ({', '.join(changed)}). The solver calls the "
+            "cell many times per forward pass and keeps none of those updates, so they would be lost "
+            "silently: BatchNorm's running statistics would never move, and dropout would draw the same "
+            "mask on every training step. Use a stateless cell: nnx.LayerNorm or nnx.GroupNorm instead of "
+            "BatchNorm (as MDEQ does), BatchNorm(use_running_average=True) or Dropout(deterministic=True); "
+            "for variational dropout (one mask for all iterations) draw the mask outside the DEQ and pass "
+            "it in with x."
+        )
 
 
 def unrolled(fn: Any, z0: jax.Array, num_steps: int) -> tuple[jax.Array, SolverInfo]:

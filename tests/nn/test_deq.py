@@ -94,3 +94,43 @@ def test_unrolled_helper_residual_is_the_last_step_change():
     z, info = unrolled(lambda z: 0.5 * z + 1.0, jnp.zeros((2, 3)), 4)
     chex.assert_trees_all_close(z, jnp.full((2, 3), 1.875))
     np.testing.assert_allclose(info.abs_residual, np.full(2, 0.125 * np.sqrt(3)), rtol=1e-6)
+
+
+class NormCell(nnx.Module):
+    """tanh(norm(dropout(W z)) + x): a cell whose layers may carry mutable state."""
+
+    def __init__(self, norm: nnx.Module, dropout: nnx.Module):
+        self.linear = nnx.Linear(4, 4, rngs=nnx.Rngs(0))
+        self.norm, self.dropout = norm, dropout
+
+    def __call__(self, z, x):
+        return jnp.tanh(self.norm(self.dropout(0.5 * self.linear(z))) + x)
+
+
+@pytest.mark.filterwarnings("ignore:scatter inputs have incompatible types:FutureWarning")  # BatchNorm under float64
+@pytest.mark.parametrize("stateful, names", [
+    ("batchnorm", "norm.mean, norm.var"),
+    ("dropout", "dropout.rngs.count"),
+])
+@pytest.mark.parametrize("unrolled_steps", [None, 3])
+def test_a_cell_that_updates_its_own_state_is_rejected_naming_the_variables(stateful, names, unrolled_steps):
+    # Before stop 13 these ran silently: the solver's copies of the cell took the updates, so
+    # BatchNorm's running statistics never moved and dropout drew the same mask on every call.
+    rngs = nnx.Rngs(1)
+    norm = nnx.BatchNorm(4, rngs=rngs) if stateful == "batchnorm" else nnx.LayerNorm(4, rngs=rngs)
+    dropout = nnx.Dropout(0.5, rngs=rngs) if stateful == "dropout" else nnx.Dropout(0.5, deterministic=True, rngs=rngs)
+    deq = DEQ(NormCell(norm, dropout))
+    with pytest.raises(ValueError, match=f"changed its own state when called \\({names}\\).*LayerNorm"):
+        deq(jnp.ones((2, 4)), unrolled_steps=unrolled_steps)
+
+
+def test_the_same_layers_in_inference_mode_are_accepted_and_differentiable():
+    rngs = nnx.Rngs(1)
+    deq = DEQ(NormCell(nnx.BatchNorm(4, use_running_average=True, rngs=rngs), nnx.Dropout(0.5, deterministic=True, rngs=rngs)), tol=1e-6)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4)), jnp.float32)
+    z, info = deq(x)
+    assert bool(jnp.all(info.converged))
+    graphdef, params, rest = nnx.split(deq, nnx.Param, ...)  # the dropout layer keeps an (integer) RNG count
+    grads = jax.grad(lambda p: jnp.sum(jnp.sin(nnx.merge(graphdef, p, rest)(x)[0])))(params)
+    chex.assert_tree_all_finite(grads)
+    assert float(jnp.abs(grads["cell"]["linear"]["kernel"][...]).sum()) > 0

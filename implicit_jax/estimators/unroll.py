@@ -1,7 +1,11 @@
 r"""Backpropagation through every forward iteration (the reference, not an implicit estimator).
 
-This differentiates the *computed* iterate, including its dependence on ``z0``; it
-approaches the implicit gradient as the solver converges. Two ways to get it:
+This differentiates the *computed* iterate, including its dependence on ``z0``. It
+approaches the implicit gradient as the number of steps taken from a ``z0`` that does not
+depend on the inputs grows; a warm start near :math:`z^\star` takes few steps and gives a
+truncated gradient, and a sample that starts converged takes no step, so its result gets no
+gradient at all with respect to ``params`` and ``x`` (use ``"implicit"`` for warm-started
+solves). Two ways to get it:
 
 * ``Unroll()`` (default): the forward solver runs ``max_steps`` masked iterations inside
   ``lax.scan`` (samples that converged are frozen) and JAX differentiates through all of

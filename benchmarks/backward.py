@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import sys
 from pathlib import Path
 
 import jax
@@ -41,8 +42,10 @@ import numpy as np
 from jax import enable_x64
 
 import implicit_jax as ij
-from implicit_jax.benchmarking import interleaved_ms, min_ms
-from implicit_jax.problems import tanh_layer, tree_cosine, tree_ravel
+from implicit_jax.testing import tanh_layer, tree_cosine, tree_ravel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
+from benchmarks.timing import interleaved_ms, min_ms  # noqa: E402
 
 TOL = 1e-5
 MAX_STEPS = 100
@@ -122,7 +125,7 @@ OURS = {
     "implicit (fixed-point fwd+adjoint)": ("fixed_point_iteration", ij.Implicit(solver="fixed_point_iteration")),
     "implicit (anderson fwd+adjoint)": ("anderson", ij.Implicit()),
     "implicit (broyden fwd+adjoint)": ("broyden", ij.Implicit(solver="broyden")),
-    "implicit (anderson fwd, gmres)": ("anderson", ij.Implicit(solver="gmres")),
+    "implicit (anderson fwd, gmres)": ("anderson", ij.Implicit(solver=ij.GMRES(restart=20))),
     "implicit_jvp (fixed-point fwd, transposed tangent solve)": ("fixed_point_iteration", ij.ImplicitJVP(solver="fixed_point_iteration")),
     "unroll (anderson)": ("anderson", "unroll"),
     "unroll replay (fixed-point)": ("fixed_point_iteration", ij.Unroll(replay=True)),
@@ -139,8 +142,8 @@ def backward_counts(backward, info: ij.BackwardInfo, forward_steps: int):
     """(f evaluations, VJPs) of our backward pass, from its structure and its tap."""
     steps = float(info.steps)
     if isinstance(backward, ij.Implicit) or backward == "implicit":
-        if getattr(backward, "solver", None) == "gmres":  # + the true residual after each cycle
-            return 1, steps + math.ceil(steps / backward.gmres_restart) + 2
+        if isinstance(getattr(backward, "solver", None), ij.GMRES):  # + the true residual after each cycle
+            return 1, steps + math.ceil(steps / backward.solver.restart) + 2
         return 1, steps + 2  # linearise once; adjoint evals = steps + 1; one pull-back VJP
     if isinstance(backward, ij.Unroll) and backward.replay:  # one evaluation + one VJP per step replayed
         return forward_steps, forward_steps

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -34,8 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import implicit_jax as ij
-from implicit_jax.benchmarking import median_ms
-from implicit_jax.experiments import logreg_ho, schedule_tuning
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for examples/ and benchmarks/
+from benchmarks.timing import median_ms  # noqa: E402
+from examples.bilevel import logreg_ho, schedule_tuning  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -1,6 +1,6 @@
 """implicit_jax: fixed points, implicit layers and bi-level problems with honest gradient estimators."""
 
-from implicit_jax import quasi_newton
+from implicit_jax import _deprecated, quasi_newton
 from implicit_jax.bilevel import (
     FDS,
     FG2U,
@@ -30,10 +30,19 @@ from implicit_jax.estimators import (
     backward_tap,
 )
 from implicit_jax.fixed_point import fixed_point
-from implicit_jax.solvers import SOLVERS, AbstractFixedPointSolver, Anderson, Broyden, FixedPointIteration, SolverInfo
-from implicit_jax.solvers.lbfgs import LBFGS
-from implicit_jax.solvers.minimize import MinimizeInfo
-from implicit_jax.solvers.optax_minimizer import OptaxMinimizer
+from implicit_jax.solvers import (
+    CG,
+    GMRES,
+    LBFGS,
+    SOLVERS,
+    AbstractFixedPointSolver,
+    Anderson,
+    Broyden,
+    FixedPointIteration,
+    MinimizeInfo,
+    OptaxMinimizer,
+    SolverInfo,
+)
 
 __version__ = "0.1.0"
 
@@ -59,7 +68,9 @@ __all__ = [
     "BACKWARDS",
     "BackwardInfo",
     "Broyden",
+    "CG",
     "FixedPointIteration",
+    "GMRES",
     "Implicit",
     "ImplicitJVP",
     "JFB",

@@ -62,7 +62,7 @@ def fixed_point(
         object (``Anderson(memory=5)``, ``Broyden(memory=30)``, ``FixedPointIteration(damping=0.5)``).
       backward: ``"implicit"``, ``"implicit_jvp"`` (also forward mode and Hessians),
         ``"shine"``, ``"jfb"``, ``"phantom_unroll"``, ``"phantom_neumann"``, ``"unroll"`` or a configured object
-        (``Implicit(solver="gmres")``, ``Shine(fallback=True)``, ``PhantomUnroll(k=5, damping=0.5)``...).
+        (``Implicit(solver=GMRES(restart=20))``, ``Shine(fallback=True)``, ``PhantomUnroll(k=5, damping=0.5)``...).
       tol: tolerance on the residual named by ``stop_mode`` (per sample).
       max_steps: iteration cap of the forward solve.
       stop_mode: ``"rel"`` (:math:`\\|f(z)-z\\|/\\|f(z)\\|`) or ``"abs"`` (:math:`\\|f(z)-z\\|`).
@@ -93,7 +93,7 @@ def fixed_point(
     # custom_vjp sees no leaked tracers and gradients reach them too.
     converted, consts = jax.closure_convert(f, params, z0, x)
     problem = FixedPointProblem(lambda p, z, xx: converted(p[0], z, xx, *p[1]), layout)
-    z, info = backward.solve(problem, solver, criterion, (params, consts), x, _flat.flatten(layout, z0), backward_tap)
+    z, info = backward.solve(problem, solver, criterion, ((params, consts), x), _flat.flatten(layout, z0), backward_tap)
     if not batched:
         info = _drop_batch(info)
     if throw:

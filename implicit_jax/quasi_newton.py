@@ -4,7 +4,7 @@ Nothing here forms an ``n x n`` matrix: every estimate is a set of factors and
 every product costs ``O(memory * n)``. Functions act on one system (vectors of
 shape ``(n,)``); solvers ``jax.vmap`` them over samples.
 
-Broyden (root finding, used by :func:`implicit_jax.solvers.broyden` and SHINE)
+Broyden (root finding, used by :func:`implicit_jax.solvers.Broyden` and SHINE)
     Approximates :math:`H \approx (\partial r / \partial z)^{-1}` for the residual
     :math:`r(z) = f(z) - z`, so :math:`H \approx (J - I)^{-1}`. It is stored as
 

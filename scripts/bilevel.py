@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-import implicit_jax as ij
-from implicit_jax.experiments import hyper_cleaning, logreg_ho, report, schedule_tuning
-from implicit_jax.experiments.config import validate_bilevel_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for examples/
+
+import implicit_jax as ij  # noqa: E402
+from examples.bilevel import hyper_cleaning, logreg_ho, report, schedule_tuning  # noqa: E402
+from examples.bilevel.config import validate_bilevel_config  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "path to a bilevel config in configs/", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder")

@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from implicit_jax.benchmarking import median_ms
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
+from benchmarks.timing import median_ms  # noqa: E402
 from implicit_jax.estimators import BACKWARDS
 from implicit_jax.train import fit, read_metrics, validate_config
 from implicit_jax.train import data as data_lib

@@ -13,7 +13,9 @@ download), once per estimator, and prints test accuracy and time per step.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +23,10 @@ import numpy as np
 import optax
 
 import implicit_jax as ij
-from implicit_jax.benchmarking import median_ms
-from implicit_jax.problems import tanh_layer, tree_cosine
+from implicit_jax.testing import tanh_layer, tree_cosine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
+from benchmarks.timing import median_ms  # noqa: E402
 
 ESTIMATORS = {
     "implicit": ("anderson", "implicit"),

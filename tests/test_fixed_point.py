@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import implicit_jax as ij
-from implicit_jax.problems import linear_problem, tanh_layer, tree_cosine
+from implicit_jax.testing import linear_problem, tanh_layer, tree_cosine
 
 ALL_BACKWARDS = sorted(ij.BACKWARDS)
 
@@ -64,8 +64,8 @@ def test_vmap_over_samples_equals_the_batched_solve(backward):
 def test_padded_sample_and_integer_leaves_leave_the_gradient_finite_and_unchanged(backward):
     # A masked (zero-padded) sample starts at its fixed point z = 0, where the residual norm's
     # derivative is 0/0, and integer or boolean leaves of params and x get float0 cotangents.
-    # Neither may spoil the gradient: replay unrolling gave NaN for every parameter on the
-    # first and raised on the second (fixed in stop 13). The padded sample adds nothing to
+    # Neither may spoil the gradient (replay unrolling is the sensitive case: NaN for every
+    # parameter on the first, an error on the second). The padded sample adds nothing to
     # the parameter gradient, so it must equal that of the other samples alone.
     f, params, x, c = tanh_layer(d=6, batch=3, dtype=jnp.float64)
     gated = lambda p, z, inputs: f(p, z, inputs["x"] * (inputs["keep"][:, None] > 0)) * p["on"]

@@ -2,7 +2,7 @@ r"""The inner-optimisation entry point: ``w = argmin(g, hparams, w0, backward=..
 
 Solves :math:`w^\star(\lambda) = \arg\min_w g(w, \lambda)` with a pure-JAX inner solver
 and gives :math:`w^\star` the hypergradient that ``backward`` names (see
-:mod:`implicit_jax.bilevel.argmin_backwards`).
+:mod:`implicit_jax.bilevel.argmin_estimators`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ from jax.flatten_util import ravel_pytree
 
 from implicit_jax._checks import check_float_scalar, describe, eval_shape_or_explain
 from implicit_jax._registry import resolve
-from implicit_jax.bilevel.argmin_backwards import ARGMIN_BACKWARDS, AbstractArgminBackward
-from implicit_jax.bilevel.argmin_base import ArgminProblem
+from implicit_jax.adjoint import BackwardInfo
+from implicit_jax.bilevel.argmin_estimators import ARGMIN_BACKWARDS, AbstractArgminBackward, ArgminProblem
 from implicit_jax.errors import raise_if_argmin_not_converged
-from implicit_jax.estimators.base import BackwardInfo
-from implicit_jax.solvers.base import StopCriterion
-from implicit_jax.solvers.lbfgs import LBFGS
-from implicit_jax.solvers.minimize import AbstractMinimizer
-from implicit_jax.solvers.optax_minimizer import OptaxMinimizer
+from implicit_jax.solvers.minimizers import LBFGS, AbstractMinimizer, OptaxMinimizer
+from implicit_jax.solvers.stopping import StopCriterion
 
 PyTree = Any
 
@@ -108,16 +105,18 @@ def argmin(
     w0_flat, unravel = ravel_pytree(w0)
 
     converted, consts = jax.closure_convert(g, w0, hparams)
-    problem = ArgminProblem(lambda w, theta: converted(unravel(w), theta[0], *theta[1]))
+    objective = lambda w, theta: converted(unravel(w), theta[0], *theta[1])  # noqa: E731
 
-    outer = None
+    outer, outer_consts = None, []
     if backward.outer_awareness():
         if outer_loss is None:
             raise ValueError(f"{backward!r} uses outer-problem awareness, so argmin needs outer_loss=F (F(w) -> scalar).")
         outer_converted, outer_consts = jax.closure_convert(outer_loss, w0)
-        outer = (lambda w, c: outer_converted(unravel(w), *c), list(outer_consts), backward.outer_awareness())
+        outer = (lambda w, c: outer_converted(unravel(w), *c), backward.outer_awareness())
 
-    w, info = backward.solve(problem, minimizer, criterion, (hparams, list(consts)), w0_flat, outer, backward_tap)
+    problem = ArgminProblem(objective, outer)
+    inputs = ((hparams, list(consts)), list(outer_consts))
+    w, info = backward.solve(problem, minimizer, criterion, inputs, w0_flat, backward_tap)
     if throw:
         raise_if_argmin_not_converged(info)
     w = unravel(w)

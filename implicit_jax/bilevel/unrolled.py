@@ -16,7 +16,6 @@ method            estimate                                     memory           
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -25,58 +24,11 @@ from jax.flatten_util import ravel_pytree
 
 from implicit_jax import _flat
 from implicit_jax._checks import check_float_scalar, describe, eval_shape_or_explain
+from implicit_jax._deprecated import moved_names
 from implicit_jax._registry import resolve
-from implicit_jax.bilevel.fds import FDS
-from implicit_jax.bilevel.fg2u import FG2U
-from implicit_jax.bilevel.unrolled_base import AbstractUnrolledMethod, UnrolledProblem
+from implicit_jax.bilevel.unrolled_methods import UNROLLED_METHODS, AbstractUnrolledMethod, UnrolledProblem
 
 PyTree = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Reverse(AbstractUnrolledMethod):
-    """Reverse mode through every step: exact; stores each step's residuals (memory grows with ``num_steps``)."""
-
-    name = "reverse"
-
-    def value_and_grad(self, problem, h_flat, state0, key):
-        return jax.value_and_grad(problem.objective)(h_flat, state0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Truncated(AbstractUnrolledMethod):
-    """Reverse mode through the last ``k`` steps only (truncated backpropagation, Shaban et al. 2019).
-
-    The first ``num_steps - k`` steps run without differentiation; the estimate is biased
-    (it ignores how the hyperparameters shaped the state before the window), memory grows with ``k``.
-    """
-
-    k: int = 10
-
-    name = "truncated"
-
-    def __post_init__(self):
-        if not (isinstance(self.k, int) and not isinstance(self.k, bool) and self.k >= 1):
-            raise ValueError(f"Truncated(k=...) must be an integer >= 1, got {self.k!r}.")
-
-    def check(self, num_steps, num_hparams):
-        if self.k > num_steps:
-            raise ValueError(f"Truncated(k={self.k}) differentiates through the last k steps, but num_steps is {num_steps}; use k <= num_steps (k = num_steps is 'reverse').")
-
-    def value_and_grad(self, problem, h_flat, state0, key):
-        start = problem.num_steps - self.k
-        frozen = jax.lax.stop_gradient(problem.unravel(h_flat))
-        middle = jax.lax.stop_gradient(problem.run(frozen, state0, 0, start))
-
-        def window(h):
-            hparams = problem.unravel(h)
-            return problem.outer_loss(problem.run(hparams, middle, start, self.k), hparams)
-
-        return jax.value_and_grad(window)(h_flat)
-
-
-#: method names accepted by ``unrolled_hypergradient(method=...)``, mapped to default configurations.
-UNROLLED_METHODS = {"reverse": Reverse, "truncated": Truncated, "fds": FDS, "fg2u": FG2U}
 
 
 def resolve_method(method) -> AbstractUnrolledMethod:
@@ -140,3 +92,6 @@ def unrolled_hypergradient(
     problem = UnrolledProblem(step, outer_loss, num_steps, unravel)
     value, grad = method.value_and_grad(problem, h_flat, state0, key)
     return value, unravel(grad)
+
+
+__getattr__ = moved_names(__name__, {"Reverse": "implicit_jax.bilevel.unrolled_methods", "Truncated": "implicit_jax.bilevel.unrolled_methods"})

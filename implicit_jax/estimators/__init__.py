@@ -1,7 +1,9 @@
-"""Backward estimators for fixed points: one module and one ``jax.custom_vjp`` per mode."""
+"""Backward estimators for fixed points: one module and one ``jax.custom_vjp`` (or ``custom_jvp``) per mode."""
 
+from implicit_jax import _deprecated
 from implicit_jax._registry import resolve
-from implicit_jax.estimators.base import AbstractBackward, BackwardInfo, FixedPointProblem, backward_tap, custom_fixed_point
+from implicit_jax.adjoint import BackwardInfo, backward_tap
+from implicit_jax.estimators.base import AbstractBackward, FixedPointContext, FixedPointProblem
 from implicit_jax.estimators.implicit import ADJOINT_SOLVERS, Implicit, LinearSolveOptions
 from implicit_jax.estimators.implicit_jvp import ImplicitJVP
 from implicit_jax.estimators.jfb import JFB
@@ -23,7 +25,7 @@ BACKWARDS = {
 
 def resolve_backward(backward) -> AbstractBackward:
     """A backward name or configured object -> configured object (ValueError listing the names)."""
-    example = "PhantomUnroll(k=5, damping=0.5), Shine(fallback=True) or Implicit(solver='gmres')"
+    example = "PhantomUnroll(k=5, damping=0.5), Shine(fallback=True) or Implicit(solver=GMRES(restart=20))"
     return resolve(backward, BACKWARDS, AbstractBackward, "backward", example)
 
 
@@ -32,6 +34,7 @@ __all__ = [
     "AbstractBackward",
     "BACKWARDS",
     "BackwardInfo",
+    "FixedPointContext",
     "FixedPointProblem",
     "Implicit",
     "ImplicitJVP",
@@ -42,6 +45,11 @@ __all__ = [
     "Shine",
     "Unroll",
     "backward_tap",
-    "custom_fixed_point",
     "resolve_backward",
 ]
+
+
+def __getattr__(name: str):
+    if name == "custom_fixed_point":
+        return _deprecated.custom_fixed_point
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

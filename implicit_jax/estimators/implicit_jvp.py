@@ -49,17 +49,18 @@ def _zero_tangent(leaf):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def implicit_jvp_fixed_point(config, problem, solver, criterion, params, x, z0):
+def implicit_jvp_fixed_point(config, problem, solver, criterion, inputs, z0):
     """Fixed-point solve whose ``jax.custom_jvp`` is the exact tangent solve (returns ``(z, info)``)."""
-    z, info, _ = problem.solve(solver, criterion, params, x, z0)
+    z, info, _ = problem.solve(solver, criterion, inputs, z0)
     return z, info
 
 
 @implicit_jvp_fixed_point.defjvp
 def _implicit_jvp_rule(config, problem, solver, criterion, primals, tangents):
-    params, x, z0 = primals
-    d_params, d_x, _ = tangents  # z* does not depend on the starting point
-    z, info = implicit_jvp_fixed_point(config, problem, solver, criterion, params, x, z0)
+    inputs, z0 = primals
+    (d_params, d_x), _ = tangents  # z* does not depend on the starting point
+    params, x = inputs
+    z, info = implicit_jvp_fixed_point(config, problem, solver, criterion, inputs, z0)
     layout = problem.layout
 
     def flat_f(p, zz, xx):
@@ -86,15 +87,15 @@ class ImplicitJVP(LinearSolveOptions, AbstractBackward):
     """Exact implicit differentiation through a ``jax.custom_jvp``: ``jvp``, ``jacfwd``, ``grad`` and Hessians.
 
     Attributes as :class:`~implicit_jax.estimators.implicit.LinearSolveOptions` (``solver``,
-    ``tol``, ``max_steps``, ``gmres_restart``); they apply to the tangent solve and to its
+    ``tol``, ``max_steps``); they apply to the tangent solve and to its
     transpose, the adjoint solve. ``fixed_point(throw=True)`` raises when either does not
     converge. ``backward_tap`` is not supported (use :class:`Implicit` for it).
     """
 
     name = "implicit_jvp"
 
-    def solve(self, problem, solver, criterion, params, x, z0, tap):
+    def solve(self, problem, solver, criterion, inputs, z0, tap):
         if tap is not None:
             raise ValueError("backward='implicit_jvp' does not report through backward_tap (its adjoint solve is "
                              "derived by JAX's transposition); use backward='implicit' to read a BackwardInfo.")
-        return implicit_jvp_fixed_point(self, problem, solver, criterion, params, x, z0)
+        return implicit_jvp_fixed_point(self, problem, solver, criterion, inputs, z0)

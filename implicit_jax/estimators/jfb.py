@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 
-from implicit_jax.estimators.base import CustomVJPBackward, custom_fixed_point, no_adjoint_info
+from implicit_jax.adjoint import custom_root
+from implicit_jax.estimators.base import AbstractBackward
+
+
+def jfb_rule(config: "JFB", ctx, g):
+    """Eq. 11: :math:`u = g`, one VJP."""
+    jvp_t, pull = ctx.linearize()
+    return pull(g), ctx.info_without_solve(jvp_t, g, g)
+
+
+jfb_fixed_point = custom_root(jfb_rule, "jfb")
 
 
 @dataclasses.dataclass(frozen=True)
-class JFB(CustomVJPBackward):
+class JFB(AbstractBackward):
     """Jacobian-free backprop: :math:`u = g`."""
 
     name = "jfb"
 
-
-def jfb_rule(config: JFB, ctx, g):
-    jvp_t, pull = ctx.linearize()
-    return pull(g), no_adjoint_info(ctx, jvp_t, g, g)
-
-
-jfb_fixed_point = custom_fixed_point(jfb_rule, "jfb")
-JFB._custom_solve = jfb_fixed_point
+    def solve(self, problem, solver, criterion, inputs, z0, tap):
+        return jfb_fixed_point(self, problem, solver, criterion, inputs, z0, tap)

@@ -23,11 +23,12 @@ import dataclasses
 import jax
 from jax import lax
 
-from implicit_jax.estimators.base import CustomVJPBackward, custom_fixed_point, no_adjoint_info
+from implicit_jax.adjoint import custom_root
+from implicit_jax.estimators.base import AbstractBackward
 
 
 @dataclasses.dataclass(frozen=True)
-class _PhantomConfig(CustomVJPBackward):
+class _PhantomConfig(AbstractBackward):
     k: int = 5
     damping: float = 0.5
 
@@ -41,30 +42,19 @@ class _PhantomConfig(CustomVJPBackward):
         return self.damping * fn(z) + (1.0 - self.damping) * z
 
 
-@dataclasses.dataclass(frozen=True)
-class PhantomUnroll(_PhantomConfig):
-    """UPG (eq. 16): backprop through ``k`` damped steps started at the (stopped) fixed point."""
+def phantom_unroll_rule(config: "PhantomUnroll", ctx, g):
+    """Eq. 16: backprop through ``k`` damped steps from the stopped fixed point."""
 
-    name = "phantom_unroll"
-
-
-@dataclasses.dataclass(frozen=True)
-class PhantomNeumann(_PhantomConfig):
-    """NPG (eq. 17): :math:`u = \\lambda \\sum_{s<k} (\\lambda J^\\top + (1-\\lambda) I)^s g`."""
-
-    name = "phantom_neumann"
-
-
-def phantom_unroll_rule(config: PhantomUnroll, ctx, g):
     def unrolled(params, x):
         fn = ctx.problem.flat_fn(params, x)
         return lax.fori_loop(0, config.k, lambda _, z: config.damped_step(fn, z), ctx.z)
 
     _, vjp = jax.vjp(unrolled, ctx.params, ctx.x)
-    return vjp(g), no_adjoint_info(ctx, None, None, g, steps=config.k)
+    return vjp(g), ctx.info_without_solve(None, None, g, steps=config.k)
 
 
-def phantom_neumann_rule(config: PhantomNeumann, ctx, g):
+def phantom_neumann_rule(config: "PhantomNeumann", ctx, g):
+    r"""Eq. 17: :math:`u = \lambda \sum_{s<k} (B^\top)^s g`, then one VJP."""
     jvp_t, pull = ctx.linearize()
 
     def term(_, carry):
@@ -74,10 +64,28 @@ def phantom_neumann_rule(config: PhantomNeumann, ctx, g):
 
     _, total = lax.fori_loop(1, config.k, term, (g, g))
     u = config.damping * total
-    return pull(u), no_adjoint_info(ctx, jvp_t, u, g, steps=config.k)
+    return pull(u), ctx.info_without_solve(jvp_t, u, g, steps=config.k)
 
 
-phantom_unroll_fixed_point = custom_fixed_point(phantom_unroll_rule, "phantom_unroll")
-phantom_neumann_fixed_point = custom_fixed_point(phantom_neumann_rule, "phantom_neumann")
-PhantomUnroll._custom_solve = phantom_unroll_fixed_point
-PhantomNeumann._custom_solve = phantom_neumann_fixed_point
+phantom_unroll_fixed_point = custom_root(phantom_unroll_rule, "phantom_unroll")
+phantom_neumann_fixed_point = custom_root(phantom_neumann_rule, "phantom_neumann")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhantomUnroll(_PhantomConfig):
+    """UPG (eq. 16): backprop through ``k`` damped steps started at the (stopped) fixed point."""
+
+    name = "phantom_unroll"
+
+    def solve(self, problem, solver, criterion, inputs, z0, tap):
+        return phantom_unroll_fixed_point(self, problem, solver, criterion, inputs, z0, tap)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhantomNeumann(_PhantomConfig):
+    """NPG (eq. 17): :math:`u = \\lambda \\sum_{s<k} (\\lambda J^\\top + (1-\\lambda) I)^s g`."""
+
+    name = "phantom_neumann"
+
+    def solve(self, problem, solver, criterion, inputs, z0, tap):
+        return phantom_neumann_fixed_point(self, problem, solver, criterion, inputs, z0, tap)

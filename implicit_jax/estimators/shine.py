@@ -26,12 +26,39 @@ import jax.numpy as jnp
 
 from implicit_jax import _flat
 from implicit_jax import quasi_newton as qn
-from implicit_jax.estimators.base import CustomVJPBackward, custom_fixed_point, no_adjoint_info, solver_backward_info
+from implicit_jax.adjoint import custom_root, solver_backward_info
+from implicit_jax.estimators.base import AbstractBackward
 from implicit_jax.solvers import Broyden, StopCriterion, iterate
 
 
+def shine_rule(config: "Shine", ctx, g):
+    """Eq. 4: :math:`u = -H^\\top g` from the forward Broyden factors, then the fallback and refine options."""
+    inverse = ctx.solver_state.inverse
+    u = -jax.vmap(qn.rmatvec)(inverse, g)
+    fell_back = jnp.zeros(g.shape[:1], bool)
+    if config.fallback:
+        fell_back = _flat.row_norm(u) > config.fallback_ratio * _flat.row_norm(g)
+        u = jnp.where(fell_back[:, None], g, u)
+    fallback_fraction = jnp.mean(fell_back.astype(g.dtype))
+    jvp_t, pull = ctx.linearize()
+    if config.refine == 0:
+        return pull(u), ctx.info_without_solve(jvp_t, u, g, fallback_fraction=fallback_fraction)
+    criterion = StopCriterion(
+        tol=ctx.criterion.tol if config.refine_tol is None else config.refine_tol,
+        max_steps=config.refine,
+        stop_mode=ctx.criterion.stop_mode,
+    )
+    adjoint_solver = dataclasses.replace(ctx.solver, line_search=False)
+    warm = Broyden.warm_start(jax.vmap(qn.transpose)(inverse), ctx.solver_state.steps)
+    u, info, _ = iterate(adjoint_solver, lambda v: jvp_t(v) + g, u, criterion, init=warm)
+    return pull(u), solver_backward_info(info, g.dtype, fallback_fraction)
+
+
+shine_fixed_point = custom_root(shine_rule, "shine", keeps_solver_state=True)
+
+
 @dataclasses.dataclass(frozen=True)
-class Shine(CustomVJPBackward):
+class Shine(AbstractBackward):
     """SHINE backward; needs ``solver="broyden"`` (or a ``Broyden`` object) in the forward.
 
     Attributes:
@@ -62,28 +89,5 @@ class Shine(CustomVJPBackward):
                 "Other backwards ('implicit', 'jfb', 'phantom_unroll', 'phantom_neumann', 'unroll') work with any solver."
             )
 
-
-def shine_rule(config: Shine, ctx, g):
-    inverse = ctx.solver_state.inverse
-    u = -jax.vmap(qn.rmatvec)(inverse, g)
-    fell_back = jnp.zeros(g.shape[:1], bool)
-    if config.fallback:
-        fell_back = _flat.row_norm(u) > config.fallback_ratio * _flat.row_norm(g)
-        u = jnp.where(fell_back[:, None], g, u)
-    fallback_fraction = jnp.mean(fell_back.astype(g.dtype))
-    jvp_t, pull = ctx.linearize()
-    if config.refine == 0:
-        return pull(u), no_adjoint_info(ctx, jvp_t, u, g, fallback_fraction=fallback_fraction)
-    criterion = StopCriterion(
-        tol=ctx.criterion.tol if config.refine_tol is None else config.refine_tol,
-        max_steps=config.refine,
-        stop_mode=ctx.criterion.stop_mode,
-    )
-    adjoint_solver = dataclasses.replace(ctx.solver, line_search=False)
-    warm = Broyden.warm_start(jax.vmap(qn.transpose)(inverse), ctx.solver_state.steps)
-    u, info, _ = iterate(adjoint_solver, lambda v: jvp_t(v) + g, u, criterion, init=warm)
-    return pull(u), solver_backward_info(info, g.dtype, fallback_fraction)
-
-
-shine_fixed_point = custom_fixed_point(shine_rule, "shine", keeps_solver_state=True)
-Shine._custom_solve = shine_fixed_point
+    def solve(self, problem, solver, criterion, inputs, z0, tap):
+        return shine_fixed_point(self, problem, solver, criterion, inputs, z0, tap)

@@ -32,7 +32,7 @@ import numpy as np
 from jax import lax
 
 from implicit_jax.estimators.base import AbstractBackward
-from implicit_jax.solvers.base import initial_carry, iteration_result, iteration_step, keep_iterating
+from implicit_jax.solvers.fixed_point.base import initial_carry, iteration_result, iteration_step, keep_iterating
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +53,10 @@ class Unroll(AbstractBackward):
         if not solver.supports_unrolling:
             raise ValueError(f"backward='unroll' cannot differentiate through {solver!r}: {solver.unroll_hint}")
 
-    def solve(self, problem, solver, criterion, params, x, z0, tap):
+    def solve(self, problem, solver, criterion, inputs, z0, tap):
         if self.replay:
-            return replay_fixed_point(problem, solver, criterion, params, x, z0)
-        z, info, _ = problem.solve(solver, criterion, params, x, z0, unrolled=True)
+            return replay_fixed_point(problem, solver, criterion, inputs, z0)
+        z, info, _ = problem.solve(solver, criterion, inputs, z0, unrolled=True)
         return z, info
 
 
@@ -77,13 +77,13 @@ def _merge(like, floats, others):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def replay_fixed_point(problem, solver, criterion, params, x, z0):
+def replay_fixed_point(problem, solver, criterion, inputs, z0):
     """Fixed-point solve whose ``jax.custom_vjp`` backward replays the VJPs of the steps taken."""
-    return _forward(problem, solver, criterion, params, x, z0)[0]
+    return _forward(problem, solver, criterion, inputs, z0)[0]
 
 
-def _forward(problem, solver, criterion, params, x, z0):
-    fn = problem.flat_fn(params, x)
+def _forward(problem, solver, criterion, inputs, z0):
+    fn = problem.flat_fn(*inputs)
     carry = initial_carry(solver, fn, z0, criterion)
     history = jax.tree_util.tree_map(lambda a: jnp.zeros((criterion.max_steps,) + jnp.shape(a), jnp.result_type(a)), carry)
 
@@ -94,21 +94,20 @@ def _forward(problem, solver, criterion, params, x, z0):
 
     carry, history = lax.while_loop(lambda loop: keep_iterating(criterion, loop[0]), body, (carry, history))
     z, info, _ = iteration_result(criterion, carry)
-    return (z, info), (params, x, z0, history, carry)
+    return (z, info), (inputs, z0, history, carry)
 
 
-def _replay_fwd(problem, solver, criterion, params, x, z0):
-    return _forward(problem, solver, criterion, params, x, z0)
+def _replay_fwd(problem, solver, criterion, inputs, z0):
+    return _forward(problem, solver, criterion, inputs, z0)
 
 
 def _replay_bwd(problem, solver, criterion, residuals, cotangents):
-    params, x, z0, history, final = residuals
+    inputs, z0, history, final = residuals
     g, _ = cotangents  # the diagnostics get no cotangent
     floats, others = _split(final)
     ct = _split(_merge(final, [jnp.zeros_like(a) for a in floats], others)._replace(best_z=g))[0]  # only z* is read
     # Only the floating-point leaves of (params, x) are differentiated and accumulated: an
     # integer or boolean leaf (a label, a flag) gets a float0 zero, which cannot be summed.
-    inputs = (params, x)
     input_floats, input_others = _split(inputs)
 
     def fn_of(fl_in):
@@ -126,8 +125,7 @@ def _replay_bwd(problem, solver, criterion, residuals, cotangents):
     _, vjp = jax.vjp(lambda fl_in, z: _split(initial_carry(solver, fn_of(fl_in), z, criterion))[0], input_floats, z0)
     d, d_z0 = vjp(ct)
     no_cotangent = [np.zeros(jnp.shape(a), jax.dtypes.float0) for a in input_others]
-    d_params, d_x = _merge(inputs, [a + b for a, b in zip(d_inputs, d)], no_cotangent)
-    return d_params, d_x, d_z0
+    return _merge(inputs, [a + b for a, b in zip(d_inputs, d)], no_cotangent), d_z0
 
 
 replay_fixed_point.defvjp(_replay_fwd, _replay_bwd)

@@ -1,45 +1,54 @@
-"""Fixed-point solvers: pure functions driven by ``lax.while_loop`` on flat ``(batch, n)`` iterates."""
+"""Pure-JAX solvers under ``lax.while_loop``, grouped by kind.
+
+* :mod:`~implicit_jax.solvers.fixed_point`: fixed-point iteration, Anderson, Broyden (and the driver :func:`iterate`);
+* :mod:`~implicit_jax.solvers.linear`: CG and per-row restarted GMRES as configured objects;
+* :mod:`~implicit_jax.solvers.minimizers`: L-BFGS and Optax optimizers (and the driver :func:`minimize`);
+* :mod:`~implicit_jax.solvers.stopping`: the stopping rule and the diagnostics they share.
+"""
 
 from implicit_jax._registry import resolve
-from implicit_jax.solvers.anderson import Anderson
-from implicit_jax.solvers.base import AbstractFixedPointSolver, SolverInfo, StopCriterion, iterate
-from implicit_jax.solvers.broyden import Broyden
-from implicit_jax.solvers.cg import CGInfo, conjugate_gradient
-from implicit_jax.solvers.fixed_point_iteration import FixedPointIteration
-from implicit_jax.solvers.gmres import gmres
-from implicit_jax.solvers.lbfgs import LBFGS
-from implicit_jax.solvers.minimize import AbstractMinimizer, MinimizeInfo, minimize
-from implicit_jax.solvers.optax_minimizer import OptaxMinimizer
+from implicit_jax.solvers.fixed_point import AbstractFixedPointSolver, Anderson, Broyden, FixedPointIteration, iterate
+from implicit_jax.solvers.linear import CG, GMRES, AbstractLinearSolver, CGInfo, conjugate_gradient, gmres
+from implicit_jax.solvers.minimizers import LBFGS, AbstractMinimizer, MinimizeInfo, OptaxMinimizer, minimize
+from implicit_jax.solvers.stopping import STOP_MODES, SolverInfo, StopCriterion
 
-#: solver names accepted wherever a solver is expected, mapped to default configurations.
+#: fixed-point solver names accepted wherever a fixed-point solver is expected, mapped to default configurations.
 SOLVERS = {
     "fixed_point_iteration": FixedPointIteration,
     "anderson": Anderson,
     "broyden": Broyden,
 }
 
+#: linear solver names, mapped to default configurations.
+LINEAR_SOLVERS = {"cg": CG, "gmres": GMRES}
+
 
 def resolve_solver(solver, option: str = "solver") -> AbstractFixedPointSolver:
-    """A solver name or configured object -> configured object (ValueError listing the names)."""
+    """A fixed-point solver name or configured object -> configured object (ValueError listing the names)."""
     return resolve(solver, SOLVERS, AbstractFixedPointSolver, option, "Anderson(memory=5) or Broyden(memory=30)")
 
 
 __all__ = [
-    "AbstractMinimizer",
-    "CGInfo",
-    "LBFGS",
-    "MinimizeInfo",
-    "OptaxMinimizer",
-    "conjugate_gradient",
-    "gmres",
-    "minimize",
     "AbstractFixedPointSolver",
+    "AbstractLinearSolver",
+    "AbstractMinimizer",
     "Anderson",
     "Broyden",
+    "CG",
+    "CGInfo",
     "FixedPointIteration",
+    "GMRES",
+    "LBFGS",
+    "LINEAR_SOLVERS",
+    "MinimizeInfo",
+    "OptaxMinimizer",
     "SOLVERS",
+    "STOP_MODES",
     "SolverInfo",
     "StopCriterion",
+    "conjugate_gradient",
+    "gmres",
     "iterate",
+    "minimize",
     "resolve_solver",
 ]

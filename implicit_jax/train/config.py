@@ -15,10 +15,10 @@ import ml_collections
 import optax
 from flax import nnx
 
-from implicit_jax.estimators import BACKWARDS
+from implicit_jax.estimators import BACKWARDS, AbstractBackward, resolve_backward
 from implicit_jax.nn import NORMALIZATIONS, ConvDEQ, DEQMLP
-from implicit_jax.solvers import SOLVERS
-from implicit_jax.solvers.base import STOP_MODES
+from implicit_jax.solvers import SOLVERS, AbstractFixedPointSolver, resolve_solver
+from implicit_jax.solvers.stopping import STOP_MODES
 from implicit_jax.train.data import DATASETS
 
 MODELS = ("conv_deq", "deq_mlp")
@@ -120,14 +120,26 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     problems = schema_problems(config, SCHEMA)
     if not problems and config.model == "conv_deq" and config.width % config.groups:
         problems.append(f"width={config.width} must be divisible by groups={config.groups}")
+    if not problems:
+        solver, backward = resolve_solver(config.solver), resolve_backward(config.backward)
+        try:
+            backward.check_solver(solver)
+        except ValueError as error:
+            problems.append(f"backward={config.backward!r} with solver={config.solver!r}: {error}")
     raise_on_problems(problems)
     return config
+
+
+def estimator_from_config(config: ml_collections.ConfigDict) -> tuple[AbstractFixedPointSolver, AbstractBackward]:
+    """The forward solver and backward estimator a validated configuration names, as configured objects."""
+    return resolve_solver(config.solver), resolve_backward(config.backward)
 
 
 def model_from_config(config: ml_collections.ConfigDict, image_shape: tuple[int, ...], num_classes: int,
                       rngs: nnx.Rngs) -> nnx.Module:
     """The DEQ model the configuration names, for inputs of ``image_shape`` (h, w, c)."""
-    deq_options = dict(solver=config.solver, backward=config.backward, tol=config.tol, max_steps=config.max_steps,
+    solver, backward = estimator_from_config(config)
+    deq_options = dict(solver=solver, backward=backward, tol=config.tol, max_steps=config.max_steps,
                        stop_mode=config.stop_mode)
     if config.model == "conv_deq":
         height, width, channels = image_shape

@@ -143,6 +143,127 @@ class _Interrupted(Exception):
     pass
 
 
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one training run share: data, mesh, length, output files and the jitted steps."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    dataset: data_lib.Dataset
+    mesh: Any
+    total_steps: int
+    checkpointer: Checkpointer
+    writer: MetricsWriter
+    train_step: Callable
+    warmup_step: Callable
+    eval_step: Callable
+
+    def evaluate(self, params) -> dict[str, float]:
+        return evaluate(self.eval_step, params, self.dataset.test_images, self.dataset.test_labels,
+                        self.config.eval_batch_size, self.mesh)
+
+    def batch(self, step: int):
+        idx = data_lib.batch_indices(step, len(self.dataset.train_labels), self.config.batch_size, self.config.seed)
+        return sharding.shard_batch(self.mesh, self.dataset.train_images[idx], self.dataset.train_labels[idx])
+
+
+def _load_dataset(config, dataset: data_lib.Dataset | None) -> data_lib.Dataset:
+    if dataset is not None:
+        return data_lib.check_dataset(dataset)
+    return data_lib.load(config.dataset, data_dir=config.data_dir, train_subset=config.train_subset,
+                         test_subset=config.test_subset, seed=config.seed)
+
+
+def _jitted_steps(config, graphdef, rest, optimizer, mesh, state) -> tuple[Callable, Callable, Callable]:
+    """The jitted train step, unrolled warm-up step and evaluation step (state replicated over ``mesh``)."""
+    state_sharding = jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), state)
+
+    def jit_step(fn):
+        return jax.jit(fn, out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+
+    train_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=config.jac_reg_weight))
+    warmup_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=0.0,
+                                           unrolled_steps=config.warmup_unrolled_steps))
+    return train_step, warmup_step, jax.jit(make_eval_step(graphdef, rest))
+
+
+def _start_run(config, workdir: str, resume: bool, dataset: data_lib.Dataset | None) -> tuple[_Run, TrainState, int]:
+    """Check the workdir, load data, build the model and steps, restore the latest checkpoint: ``(run, state, start)``."""
+    checkpoint_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not resume and os.path.isdir(checkpoint_dir) and os.listdir(checkpoint_dir):
+        raise ValueError(f"{workdir} already holds checkpoints of a run; pass --resume to continue it or choose "
+                         "another --workdir.")
+    dataset = _load_dataset(config, dataset)
+    mesh = sharding.data_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    per_epoch = data_lib.steps_per_epoch(len(dataset.train_labels), config.batch_size)
+    total_steps = max(1, int(round(config.num_epochs * per_epoch)))
+
+    _, (graphdef, rest), optimizer, state = init_state(config, dataset, total_steps)
+    state = sharding.replicate(mesh, state)
+    checkpointer = Checkpointer(checkpoint_dir, _model_description(config))
+    start = 0
+    if resume and checkpointer.latest_step() is not None:
+        start = checkpointer.latest_step()
+        state = checkpointer.restore(start, state)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as handle:
+        json.dump(config.to_dict(), handle, indent=1)
+    writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start if resume else None)
+    steps = _jitted_steps(config, graphdef, rest, optimizer, mesh, state)
+    return _Run(config, workdir, dataset, mesh, total_steps, checkpointer, writer, *steps), state, start
+
+
+def _window_means(window: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.mean([m[key] for m in window])) for key in window[0]}
+
+
+def _save_on_interrupt(run: _Run, state: TrainState, start: int) -> None:
+    """Checkpoint the last completed step, unless the state was donated to a step that did not finish."""
+    if any(getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree_util.tree_leaves(state)):
+        return
+    completed = int(jax.device_get(state.step))
+    if completed > start and run.checkpointer.latest_step() != completed:
+        run.checkpointer.save(completed, state)
+
+
+def _train(run: _Run, state: TrainState, start: int, progress: bool, on_step) -> tuple[TrainState, float]:
+    """Steps ``start .. total_steps - 1`` with logging, evaluation and checkpoints: ``(state, train seconds)``."""
+    config = run.config
+    elapsed, window = 0.0, []
+    bar = tqdm(total=run.total_steps, initial=start, disable=not progress, dynamic_ncols=True, desc="train")
+    try:
+        for step in range(start, run.total_steps):
+            images, labels = run.batch(step)
+            tick = time.perf_counter()
+            warmup = step < config.warmup_steps
+            state, metrics = (run.warmup_step if warmup else run.train_step)(state, images, labels)
+            metrics = jax.device_get(metrics)
+            elapsed += time.perf_counter() - tick
+            window.append(dict(metrics, step_seconds=time.perf_counter() - tick))
+            done = step + 1
+            if done % config.log_every == 0 or done == run.total_steps:
+                run.writer.write(dict(step=done, time=elapsed, warmup=warmup, **_window_means(window)))
+                window = []
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
+                            fwd=f"{metrics['forward_steps']:.1f}", res=f"{metrics['forward_residual']:.1e}")
+            if config.eval_every and done % config.eval_every == 0 and done < run.total_steps:
+                run.writer.write(dict(step=done, time=elapsed, **run.evaluate(state.params)))
+            if config.checkpoint_every and done % config.checkpoint_every == 0:
+                run.checkpointer.save(done, state)
+            if on_step is not None:
+                on_step(done)
+    except BaseException:
+        _save_on_interrupt(run, state, start)
+        run.checkpointer.close()
+        raise
+    finally:
+        bar.close()
+    return state, elapsed
+
+
 def fit(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False, dataset: data_lib.Dataset | None = None,
         progress: bool = True, on_step: Callable[[int], None] | None = None) -> RunResult:
     """Train the configured model; write ``metrics.jsonl``, plots and checkpoints to ``workdir``.
@@ -157,89 +278,22 @@ def fit(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False
       on_step: called with the step number after every step (tests use it to interrupt).
     """
     validate_config(config)
-    checkpoint_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not resume and os.path.isdir(checkpoint_dir) and os.listdir(checkpoint_dir):
-        raise ValueError(f"{workdir} already holds checkpoints of a run; pass --resume to continue it or choose "
-                         "another --workdir.")
-    dataset = data_lib.check_dataset(dataset) if dataset is not None else data_lib.load(
-        config.dataset, data_dir=config.data_dir, train_subset=config.train_subset, test_subset=config.test_subset,
-        seed=config.seed)
-    mesh = sharding.data_mesh()
-    sharding.check_batch_size(config.batch_size, mesh)
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    num_train = len(dataset.train_labels)
-    per_epoch = data_lib.steps_per_epoch(num_train, config.batch_size)
-    total_steps = max(1, int(round(config.num_epochs * per_epoch)))
-
-    _, (graphdef, rest), optimizer, state = init_state(config, dataset, total_steps)
-    state = sharding.replicate(mesh, state)
-    checkpointer = Checkpointer(checkpoint_dir, _model_description(config))
-    start = 0
-    if resume and checkpointer.latest_step() is not None:
-        start = checkpointer.latest_step()
-        state = checkpointer.restore(start, state)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as handle:
-        json.dump(config.to_dict(), handle, indent=1)
-    writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start if resume else None)
-
-    state_sharding = jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), state)
-    jit_step = lambda fn: jax.jit(fn, out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
-    train_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=config.jac_reg_weight))
-    warmup_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=0.0,
-                                           unrolled_steps=config.warmup_unrolled_steps))
-    eval_step = jax.jit(make_eval_step(graphdef, rest))
-    run_eval = lambda params: evaluate(eval_step, params, dataset.test_images, dataset.test_labels,
-                                       config.eval_batch_size, mesh)
-
-    previous_handler = signal.getsignal(signal.SIGTERM)
+    run, state, start = _start_run(config, workdir, resume, dataset)
 
     def on_sigterm(signum, frame):
         raise _Interrupted("SIGTERM")
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    elapsed, step, window = 0.0, start, []
-    bar = tqdm(total=total_steps, initial=start, disable=not progress, dynamic_ncols=True, desc="train")
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        for step in range(start, total_steps):
-            idx = data_lib.batch_indices(step, num_train, config.batch_size, config.seed)
-            images, labels = sharding.shard_batch(mesh, dataset.train_images[idx], dataset.train_labels[idx])
-            tick = time.perf_counter()
-            step_fn = warmup_step if step < config.warmup_steps else train_step
-            state, metrics = step_fn(state, images, labels)
-            metrics = jax.device_get(metrics)
-            elapsed += time.perf_counter() - tick
-            window.append(dict(metrics, step_seconds=time.perf_counter() - tick))
-            if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
-                means = {key: float(np.mean([m[key] for m in window])) for key in window[0]}
-                writer.write(dict(step=step + 1, time=elapsed, warmup=step < config.warmup_steps, **means))
-                window = []
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
-                            fwd=f"{metrics['forward_steps']:.1f}", res=f"{metrics['forward_residual']:.1e}")
-            if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < total_steps:
-                writer.write(dict(step=step + 1, time=elapsed, **run_eval(state.params)))
-            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-                checkpointer.save(step + 1, state)
-            if on_step is not None:
-                on_step(step + 1)
-    except (KeyboardInterrupt, _Interrupted, Exception):
-        completed = int(jax.device_get(state.step)) if not any(
-            getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree_util.tree_leaves(state)) else None
-        if completed is not None and completed > start and checkpointer.latest_step() != completed:
-            checkpointer.save(completed, state)
-        bar.close()
-        checkpointer.close()
-        raise
+        state, elapsed = _train(run, state, start, progress, on_step)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-    bar.close()
-    if checkpointer.latest_step() != total_steps:
-        checkpointer.save(total_steps, state)
-    checkpointer.close()
-    final = run_eval(state.params)
-    if start < total_steps:  # a resumed, already finished run has its final record
-        writer.write(dict(step=total_steps, time=elapsed, **final))
-    plots = plot_metrics(writer.path, workdir)
-    return RunResult(state, final["test_accuracy"], final["test_loss"], os.path.abspath(workdir), writer.path, plots,
+    if run.checkpointer.latest_step() != run.total_steps:
+        run.checkpointer.save(run.total_steps, state)
+    run.checkpointer.close()
+    final = run.evaluate(state.params)
+    if start < run.total_steps:  # a resumed, already finished run has its final record
+        run.writer.write(dict(step=run.total_steps, time=elapsed, **final))
+    plots = plot_metrics(run.writer.path, workdir)
+    return RunResult(state, final["test_accuracy"], final["test_loss"], os.path.abspath(workdir), run.writer.path, plots,
                      elapsed)

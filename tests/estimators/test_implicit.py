@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import implicit_jax as ij
 from implicit_jax.estimators import ADJOINT_SOLVERS
-from implicit_jax.problems import dense_implicit_grad, linear_closed_form, linear_problem, tanh_layer
+from implicit_jax.testing import dense_implicit_grad, linear_closed_form, linear_problem, tanh_layer
 
 
 @pytest.mark.parametrize("adjoint", ADJOINT_SOLVERS)

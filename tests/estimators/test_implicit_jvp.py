@@ -9,7 +9,7 @@ import pytest
 import implicit_jax as ij
 from implicit_jax.errors import NonConvergenceError
 from implicit_jax.estimators import ADJOINT_SOLVERS
-from implicit_jax.problems import dense_implicit_grad, linear_problem, tanh_layer
+from implicit_jax.testing import dense_implicit_grad, linear_problem, tanh_layer
 
 TIGHT = dict(tol=1e-12, max_steps=400)
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 import implicit_jax as ij
-from implicit_jax.problems import linear_closed_form, linear_problem
+from implicit_jax.testing import linear_closed_form, linear_problem
 
 
 def test_linear_map_matches_its_closed_form():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import implicit_jax as ij
-from implicit_jax.problems import linear_closed_form, linear_problem, tanh_layer, tree_cosine
+from implicit_jax.testing import linear_closed_form, linear_problem, tanh_layer, tree_cosine
 
 
 def neumann_adjoint(w, c, k, damping):

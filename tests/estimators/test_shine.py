@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import implicit_jax as ij
-from implicit_jax.problems import linear_closed_form, linear_problem, tanh_layer, tree_cosine
+from implicit_jax.testing import linear_closed_form, linear_problem, tanh_layer, tree_cosine
 
 # Measured on tanh_layer(d=64, batch=8, ||W|| = 0.9, x_scale=0.3), Broyden to rel 1e-10,
 # seeds 0-3: SHINE cosine to the exact gradient 0.922-0.933, Jacobian-free 0.888-0.909.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import implicit_jax as ij
-from implicit_jax.problems import linear_closed_form, linear_problem, tanh_layer
+from implicit_jax.testing import linear_closed_form, linear_problem, tanh_layer
 
 
 @pytest.mark.parametrize("solver", ["fixed_point_iteration", "anderson", "broyden"])

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 import implicit_jax as ij
-from implicit_jax.problems import tree_cosine
+from implicit_jax.testing import tree_cosine
 from implicit_jax.nn import DEQ, MLPCell, unrolled
 
 
@@ -114,8 +114,8 @@ class NormCell(nnx.Module):
 ])
 @pytest.mark.parametrize("unrolled_steps", [None, 3])
 def test_a_cell_that_updates_its_own_state_is_rejected_naming_the_variables(stateful, names, unrolled_steps):
-    # Before stop 13 these ran silently: the solver's copies of the cell took the updates, so
-    # BatchNorm's running statistics never moved and dropout drew the same mask on every call.
+    # Left unchecked these run silently: the solver's copies of the cell take the updates, so
+    # BatchNorm's running statistics never move and dropout draws the same mask on every call.
     rngs = nnx.Rngs(1)
     norm = nnx.BatchNorm(4, rngs=rngs) if stateful == "batchnorm" else nnx.LayerNorm(4, rngs=rngs)
     dropout = nnx.Dropout(0.5, rngs=rngs) if stateful == "dropout" else nnx.Dropout(0.5, deterministic=True, rngs=rngs)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-from implicit_jax.problems import tanh_layer
+from implicit_jax.testing import tanh_layer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from flax import nnx
 from implicit_jax.nn import ConvDEQ, DEQMLP
 from implicit_jax.train.config import base_config, model_from_config, optimizer_from_config, validate_config
 
-# Training configs; the bi-level ones (configs/bilevel_*.py) have their own schemas (tests/experiments/test_config.py).
+# Training configs; the bi-level ones (configs/bilevel_*.py) have their own schemas (tests/examples/test_config.py).
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.py") if not p.stem.startswith("bilevel_"))
 
 

@@ -1,0 +1,1 @@
+"""Applications built on implicit_jax; run from the repository (not part of the installed package)."""

@@ -1,0 +1,168 @@
+r"""Anderson acceleration (type II), one least-squares problem per sample.
+
+With the last ``m`` iterates :math:`x_i` and evaluations :math:`f_i = f(x_i)`,
+residuals :math:`g_i = f_i - x_i`, the mixing weights solve
+
+.. math:: \min_\alpha \Big\| \sum_i \alpha_i g_i \Big\|^2 + \rho \|\alpha\|^2
+          \quad \text{s.t.} \quad \sum_i \alpha_i = 1,
+
+i.e. :math:`\alpha \propto (G G^\top + \rho I)^{-1} \mathbf 1`, and the next iterate is
+
+.. math:: x_{+} = \beta \sum_i \alpha_i f_i + (1 - \beta) \sum_i \alpha_i x_i .
+
+(Anderson 1965; Walker & Ni 2011, Alg. AA.) The Tikhonov term :math:`\rho` is
+``regularization`` times the smallest squared residual norm in memory, so it is
+scale-free and never swamps the newest (smallest) residual. One
+evaluation of ``f`` per step; ``O(m^2 n)`` extra work per sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from implicit_jax.solvers.fixed_point.base import AbstractFixedPointSolver
+
+
+class AndersonState(NamedTuple):
+    fs: jax.Array  # (batch, m, n) past evaluations f(x_i)
+    gs: jax.Array  # (batch, m, n) their residuals g_i = f(x_i) - x_i
+    gram: jax.Array  # (batch, m, m) G G^T, kept up to date one row per step
+    count: jax.Array  # (batch,) number of pairs pushed so far
+
+
+def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) -> AndersonState:
+    """Write ``(f(x), f(x) - x)`` into each active row's ring slot ``count mod m`` and update the Gram row.
+
+    A scatter plus one ``(m, n)`` product per sample. The Gram row is read from the
+    *updated* residual buffer (whose new slot holds ``g`` itself, giving the diagonal
+    ``g . g``): a product of the old buffer would force XLA to copy the whole history
+    every step so that the in-place write cannot overtake the read.
+    """
+    batch, memory = state.fs.shape[:2]
+    g = fx - x
+    slot = state.count % memory
+    rows = jnp.arange(batch)
+    target = jnp.where(active, slot, memory)  # out of bounds: dropped
+    gs = state.gs.at[rows, target].set(g, mode="drop")
+    cross = jnp.einsum("bmn,bn->bm", gs, g)
+    gram = state.gram.at[rows, target].set(cross, mode="drop").at[rows, :, target].set(cross, mode="drop")
+    return AndersonState(state.fs.at[rows, target].set(fx, mode="drop"), gs, gram, state.count + active.astype(jnp.int32))
+
+
+#: Largest memory solved by the unrolled Cholesky; its compile time grows as ``m^3`` (about 2 s
+#: at ``m = 12``, 13 s at ``m = 30`` on a 2-core CPU), so larger systems go to LAPACK.
+UNROLLED_SOLVE_MAX_SIZE = 10
+
+
+def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Solve :math:`a x = b` for small symmetric positive definite ``a`` of shape ``(..., m, m)``.
+
+    Returns ``(x, ok)``. ``ok`` (shape ``a.shape[:-2]``) is false where ``a`` is not
+    numerically positive definite (a Cholesky pivot :math:`\le 0` or not finite) or ``x``
+    is not finite. There ``x`` is finite but meaningless, computed with the failed pivots
+    replaced by 1 (the double-``where`` pattern). A caller that swaps in a fallback with
+    ``jnp.where(ok, x, fallback)`` therefore gets finite *gradients* too: a NaN in the
+    branch not taken would make the select's cotangent :math:`0 \cdot \mathrm{NaN} = \mathrm{NaN}`,
+    and unrolled Anderson would return NaN gradients on any problem whose residuals
+    become parallel (every one-dimensional problem).
+
+    Up to ``m =`` :data:`UNROLLED_SOLVE_MAX_SIZE`: Cholesky :math:`a = L L^\top`, then two
+    triangular solves, unrolled over the (static, small) size on the *entries*: each
+    :math:`a_{ij}` is one array over the leading axes, so every scalar operation of the
+    factorisation is one vector operation across samples. XLA fuses these into a few
+    kernels; a per-sample ``(m, m)`` sweep under ``vmap`` was 6-8x slower at ``m = 5`` (its
+    intermediates were recomputed in every consumer), and batched LAPACK about 1.4x slower
+    in the Anderson solve. Larger ``m``: ``jnp.linalg.solve`` (LU), whose compile time does
+    not grow with ``m``; there a first, non-differentiated solve finds the failed systems,
+    which the second solve replaces by the identity.
+    """
+    if a.shape[-1] > UNROLLED_SOLVE_MAX_SIZE:
+        probe = jnp.linalg.solve(lax.stop_gradient(a), lax.stop_gradient(b)[..., None])[..., 0]
+        ok = jnp.all(jnp.isfinite(probe), axis=-1)
+        safe = jnp.where(ok[..., None, None], a, jnp.eye(a.shape[-1], dtype=a.dtype))
+        return jnp.linalg.solve(safe, b[..., None])[..., 0], ok
+    size = a.shape[-1]
+    ok = jnp.ones(a.shape[:-2], bool)
+    chol = {}
+    for j in range(size):
+        pivot = a[..., j, j] - sum(chol[j, k] ** 2 for k in range(j))
+        positive = pivot > 0  # false for NaN too
+        ok = ok & positive
+        chol[j, j] = jnp.sqrt(jnp.where(positive, pivot, 1.0))
+        for i in range(j + 1, size):
+            chol[i, j] = (a[..., i, j] - sum(chol[i, k] * chol[j, k] for k in range(j))) / chol[j, j]
+    y = []
+    for i in range(size):  # L y = b
+        y.append((b[..., i] - sum(chol[i, k] * y[k] for k in range(i))) / chol[i, i])
+    x = [None] * size
+    for i in reversed(range(size)):  # L^T x = y
+        x[i] = (y[i] - sum(chol[k, i] * x[k] for k in range(i + 1, size))) / chol[i, i]
+    x = jnp.stack(x, axis=-1)
+    return x, ok & jnp.all(jnp.isfinite(x), axis=-1)
+
+
+def mixing_weights(gram: jax.Array, valid: jax.Array, regularization: float) -> tuple[jax.Array, jax.Array]:
+    r"""Weights :math:`\alpha` (summing to one over valid slots) from Gram matrices ``(..., m, m)`` of residuals.
+
+    ``valid`` (``(..., m)``) marks the filled slots; the others get weight 0. Returns
+    ``(alpha, ok)``; where ``ok`` is false the least squares was numerically degenerate and
+    ``alpha`` is finite but meaningless (see :func:`solve_spd`).
+    """
+    diagonal = jnp.diagonal(gram, axis1=-2, axis2=-1)
+    scale = jnp.min(jnp.where(valid, diagonal, jnp.inf), axis=-1, keepdims=True)
+    both = valid[..., :, None] & valid[..., None, :]
+    eye = jnp.eye(valid.shape[-1], dtype=gram.dtype)
+    ridge = jnp.where(valid, regularization * scale + jnp.finfo(gram.dtype).tiny, 1.0)
+    system = jnp.where(both, gram, 0.0) + eye * ridge[..., None, :]
+    w, ok = solve_spd(system, valid.astype(gram.dtype))
+    total = jnp.sum(w, axis=-1, keepdims=True)
+    ok = ok & (total[..., 0] != 0)
+    alpha = w / jnp.where(ok[..., None], total, 1.0)
+    return alpha, ok & jnp.all(jnp.isfinite(alpha), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Anderson(AbstractFixedPointSolver):
+    """Anderson acceleration.
+
+    Attributes:
+      memory: number of past iterates mixed (``m``).
+      mixing: :math:`\\beta \\in (0, 1]`; 1 mixes evaluations only.
+      regularization: relative Tikhonov weight :math:`\\rho` of the least squares.
+    """
+
+    memory: int = 5
+    mixing: float = 1.0
+    regularization: float = 1e-8
+
+    def __post_init__(self):
+        if not (isinstance(self.memory, int) and self.memory >= 1):
+            raise ValueError(f"Anderson(memory=...) must be an integer >= 1, got {self.memory!r}.")
+        if not 0.0 < self.mixing <= 1.0:
+            raise ValueError(f"Anderson(mixing=...) must lie in (0, 1], got {self.mixing!r}.")
+        if not self.regularization >= 0.0:
+            raise ValueError(f"Anderson(regularization=...) must be >= 0, got {self.regularization!r}.")
+
+    def init(self, z, fz):
+        batch, n = z.shape
+        empty = jnp.zeros((batch, self.memory, n), z.dtype)
+        gram = jnp.zeros((batch, self.memory, self.memory), z.dtype)
+        return _push(AndersonState(empty, empty, gram, jnp.zeros((batch,), jnp.int32)), z, fz, jnp.ones((batch,), bool))
+
+    def step(self, fn, z, fz, state, active):
+        valid = jnp.arange(self.memory)[None, :] < state.count[:, None]
+        alpha, ok = mixing_weights(state.gram, valid, self.regularization)
+        # A degenerate least squares (residuals parallel, e.g. in one dimension, down to rounding):
+        # that sample takes a plain fixed-point step instead, with finite gradients when unrolled.
+        newest = jax.nn.one_hot((state.count - 1) % self.memory, self.memory, dtype=alpha.dtype)
+        alpha = jnp.where(ok[:, None], alpha, newest)
+        mixed_f = jnp.einsum("bm,bmn->bn", alpha, state.fs)
+        # x_i = f_i - g_i, so beta * sum a f + (1 - beta) * sum a x = sum a f - (1 - beta) * sum a g
+        z_new = mixed_f if self.mixing == 1.0 else mixed_f - (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.gs)
+        fz_new = fn(z_new)
+        return z_new, fz_new, _push(state, z_new, fz_new, active), 1

@@ -1,0 +1,175 @@
+"""What every fixed-point solver shares: the interface and the iteration driver.
+
+A solver is a small immutable configuration object with two methods:
+
+* ``init(z, fz) -> state``: solver memory for the flat ``(batch, n)`` iterate ``z``
+  with ``fz = fn(z)``; every leaf of the state has a leading batch axis;
+* ``step(fn, z, fz, state, active) -> (z_new, fn(z_new), state_new, num_fn_evals)``,
+  where ``active`` (shape ``(batch,)``) marks the rows still iterating: the solver
+  must leave the memory of the other rows unchanged (the driver masks nothing itself,
+  so large buffers are never copied wholesale).
+
+:func:`iterate` runs it to convergence. Rows of the flat view are independent
+systems (samples): each row stops on its own residual, after which its result (the
+lowest-residual iterate seen while it was active) and its diagnostics are fixed, so
+one sample that diverges (or turns NaN) neither poisons nor delays the others. A
+finished row's ``z`` may go on moving with the batch (``f`` is evaluated on every
+row anyway), but it is never read again.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from implicit_jax._flat import row_norm
+from implicit_jax.solvers.stopping import SolverInfo, StopCriterion
+
+FlatFn = Callable[[jax.Array], jax.Array]
+
+
+class AbstractFixedPointSolver(abc.ABC):
+    """Interface of the forward (and adjoint) fixed-point solvers. Subclasses are frozen dataclasses."""
+
+    #: whether :meth:`step` may run inside ``lax.scan`` under reverse-mode autodiff.
+    supports_unrolling: bool = True
+    #: what to do instead when ``supports_unrolling`` is false.
+    unroll_hint: str = ""
+
+    @abc.abstractmethod
+    def init(self, z: jax.Array, fz: jax.Array) -> Any:
+        ...
+
+    @abc.abstractmethod
+    def step(self, fn: FlatFn, z: jax.Array, fz: jax.Array, state: Any, active: jax.Array) -> tuple[jax.Array, jax.Array, Any, int | jax.Array]:
+        ...
+
+
+def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-sample absolute and relative residuals of the fixed-point equation.
+
+    Diagnostics only, so they carry no gradient: the norm's derivative is 0/0 at a zero
+    residual (a sample that starts at its fixed point, e.g. zero padding), and a replayed
+    VJP (``Unroll(replay=True)``) would multiply it by a zero cotangent and get NaN.
+    """
+    z, fz = lax.stop_gradient(z), lax.stop_gradient(fz)
+    abs_res = row_norm(fz - z)
+    return abs_res, abs_res / (row_norm(fz) + jnp.finfo(fz.dtype).tiny)
+
+
+def _select_rows(mask: jax.Array, new: Any, old: Any) -> Any:
+    def pick(a, b):
+        m = jnp.reshape(mask, mask.shape + (1,) * (jnp.ndim(a) - 1))
+        return jnp.where(m, a, b)
+
+    return jax.tree_util.tree_map(pick, new, old)
+
+
+class IterationCarry(NamedTuple):
+    """The state of :func:`iterate` between two steps (also what ``Unroll(replay=True)`` stores per step)."""
+
+    z: jax.Array
+    fz: jax.Array
+    state: Any
+    best_z: jax.Array
+    best_abs: jax.Array
+    best_rel: jax.Array
+    active: jax.Array
+    steps: jax.Array
+    num_fn_evals: jax.Array
+
+
+def _metric(criterion: StopCriterion, abs_res: jax.Array, rel_res: jax.Array) -> jax.Array:
+    return abs_res if criterion.stop_mode == "abs" else rel_res
+
+
+def initial_carry(
+    solver: AbstractFixedPointSolver, fn: FlatFn, z0: jax.Array, criterion: StopCriterion, init: Callable[[jax.Array, jax.Array], Any] | None = None
+) -> IterationCarry:
+    """The carry before the first step: one evaluation of ``fn`` at ``z0`` and the solver's memory."""
+    fz0 = fn(z0)
+    abs0, rel0 = residuals(z0, fz0)
+    state0 = (solver.init if init is None else init)(z0, fz0)
+    done0 = (_metric(criterion, abs0, rel0) <= criterion.tol) | ~jnp.isfinite(abs0)
+    return IterationCarry(z0, fz0, state0, z0, abs0, rel0, ~done0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32))
+
+
+def iteration_step(solver: AbstractFixedPointSolver, fn: FlatFn, criterion: StopCriterion, c: IterationCarry) -> IterationCarry:
+    """One solver step, with per-sample best-iterate tracking; finished rows stop counting."""
+    z, fz, st, nfev = solver.step(fn, c.z, c.fz, c.state, c.active)
+    abs_res, rel_res = residuals(z, fz)
+    m_new, m_best = _metric(criterion, abs_res, rel_res), _metric(criterion, c.best_abs, c.best_rel)
+    finite = jnp.isfinite(abs_res)
+    better = c.active & ((m_new < m_best) | ~finite)
+    # A finished row's result is its best iterate, fixed from now on (`better` needs `active`),
+    # and solvers mask their own memory by `active`; its z and fz are never read again, so they
+    # are not held back with a select (a pass over the batch and a copy of fz per step).
+    return IterationCarry(
+        z=z,
+        fz=fz,
+        state=st,
+        best_z=_select_rows(better, z, c.best_z),
+        best_abs=jnp.where(better, abs_res, c.best_abs),
+        best_rel=jnp.where(better, rel_res, c.best_rel),
+        active=c.active & finite & (m_new > criterion.tol),
+        steps=c.steps + 1,
+        num_fn_evals=c.num_fn_evals + nfev,
+    )
+
+
+def keep_iterating(criterion: StopCriterion, c: IterationCarry) -> jax.Array:
+    """Whether another step is due: some row is still active and the step cap is not reached."""
+    return jnp.any(c.active) & (c.steps < criterion.max_steps)
+
+
+def iteration_result(criterion: StopCriterion, c: IterationCarry) -> tuple[jax.Array, SolverInfo, Any]:
+    """``(z, info, state)`` from the final carry: the lowest-residual iterate per sample."""
+    converged = (_metric(criterion, c.best_abs, c.best_rel) <= criterion.tol) & jnp.isfinite(c.best_abs)
+    info = SolverInfo(c.steps, c.num_fn_evals, c.best_abs, c.best_rel, converged)
+    return c.best_z, info, c.state
+
+
+def iterate(
+    solver: AbstractFixedPointSolver,
+    fn: FlatFn,
+    z0: jax.Array,
+    criterion: StopCriterion,
+    *,
+    init: Callable[[jax.Array, jax.Array], Any] | None = None,
+    unrolled: bool = False,
+) -> tuple[jax.Array, SolverInfo, Any]:
+    """Run ``solver`` on ``z = fn(z)`` from the flat ``(batch, n)`` point ``z0``.
+
+    Args:
+      solver: the solver configuration.
+      fn: the map on flat iterates.
+      z0: starting point.
+      criterion: tolerance, step cap and stop mode.
+      init: optional ``(z0, fn(z0)) -> state`` replacing ``solver.init`` (e.g. to warm
+        start from a quasi-Newton estimate, see ``Broyden.warm_start``).
+      unrolled: run exactly ``max_steps`` masked iterations in ``lax.scan`` so that
+        autodiff (any mode) can go through them (time and memory grow with ``max_steps``);
+        the default uses ``lax.while_loop`` and stops as soon as every sample is done.
+
+    Returns:
+      ``(z, info, state)``: the lowest-residual iterate per sample, diagnostics with
+      per-sample residuals, and the solver's final memory.
+    """
+    if unrolled and not solver.supports_unrolling:
+        raise ValueError(f"{type(solver).__name__} with these options cannot be unrolled (backward='unroll'); {solver.unroll_hint}")
+    carry = initial_carry(solver, fn, z0, criterion, init)
+    body = functools.partial(iteration_step, solver, fn, criterion)
+    keep_going = functools.partial(keep_iterating, criterion)
+    if unrolled:
+        def scan_body(c, _):
+            return lax.cond(keep_going(c), body, lambda c: c, c), None
+
+        carry, _ = lax.scan(scan_body, carry, None, length=criterion.max_steps)
+    else:
+        carry = lax.while_loop(keep_going, body, carry)
+    return iteration_result(criterion, carry)

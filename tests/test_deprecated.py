@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import chex
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -70,8 +72,8 @@ def test_moved_names_of_surviving_modules_warn():
     from implicit_jax.bilevel import unrolled
     from implicit_jax.estimators import base
 
-    with pytest.warns(DeprecationWarning, match="implicit_jax.adjoint.BackwardInfo"):
-        assert base.BackwardInfo is ij.BackwardInfo
+    with pytest.warns(DeprecationWarning, match="implicit_jax.adjoint.backward_tap"):
+        assert base.backward_tap is ij.backward_tap
     with pytest.warns(DeprecationWarning, match="unrolled_methods"):
         assert unrolled.Truncated is ij.Truncated
     with pytest.raises(AttributeError):
@@ -86,14 +88,25 @@ def test_gmres_restart_option_warns_and_becomes_a_configured_gmres():
         ij.Implicit(solver="anderson", gmres_restart=7)
 
 
-def test_old_custom_fixed_point_signature_still_builds_an_estimator():
-    from implicit_jax.estimators import custom_fixed_point
+def test_old_custom_fixed_point_signature_still_gives_its_rules_gradient():
+    from implicit_jax import _flat
+    from implicit_jax.estimators import FixedPointProblem, custom_fixed_point
+    from implicit_jax.solvers import Anderson, StopCriterion
     from implicit_jax.testing import linear_closed_form, linear_problem
 
-    def rule(config, ctx, g):  # JFB written against the old interface
+    def rule(config, ctx, g):  # Jacobian-free backprop, written against the old interface
         _, pull = ctx.linearize()
         return pull(g), ij.backward_tap(g.dtype)
 
     with pytest.warns(DeprecationWarning, match="custom_root"):
         solve = custom_fixed_point(rule, "old_jfb")
-    assert callable(solve) and linear_closed_form and linear_problem
+    f, params, x, c = linear_problem()
+    layout = _flat.layout_of(x, False)
+    problem = FixedPointProblem(f, layout)
+
+    def loss(p):
+        z, _ = solve(None, problem, Anderson(), StopCriterion(tol=1e-12, max_steps=100), False, p, x, _flat.flatten(layout, jnp.zeros_like(x)), None)
+        return jnp.sum(c * _flat.unflatten(layout, z))
+
+    _, expected, _ = linear_closed_form(params, x, c, c)  # u = g = c
+    chex.assert_trees_all_close(jax.grad(loss)(params), expected, rtol=1e-8)

@@ -115,4 +115,4 @@ class AbstractBackward(abc.ABC):
         """``(z*, info)`` for the flat start ``z0``; ``inputs = (params, x)`` get this estimator's gradient."""
 
 
-__getattr__ = moved_names(__name__, {name: "implicit_jax.adjoint" for name in ("BackwardInfo", "backward_tap", "linear_residual", "solver_backward_info")})
+__getattr__ = moved_names(__name__, {name: "implicit_jax.adjoint" for name in ("backward_tap", "solver_backward_info")})

@@ -6,6 +6,7 @@ import optax
 import pytest
 
 import implicit_jax as ij
+from implicit_jax.bilevel import ARGMIN_BACKWARDS
 from tests.bilevel import ridge
 
 LAM = jnp.asarray(-1.0, jnp.float64)
@@ -125,9 +126,9 @@ def test_vmap_over_hyperparameters_equals_a_loop_and_the_closed_form(backward):
 MIN_COSINE = {"implicit": 0.99999, "unroll": 0.99999, "shine": 0.99, "neumann": 0.99, "jfb": 0.95}
 
 
-@pytest.mark.parametrize("backward", sorted(ij.ARGMIN_BACKWARDS))
+@pytest.mark.parametrize("backward", sorted(ARGMIN_BACKWARDS))
 def test_every_backward_on_pytrees_under_jit_with_its_tap(backward):
-    assert set(MIN_COSINE) == set(ij.ARGMIN_BACKWARDS)
+    assert set(MIN_COSINE) == set(ARGMIN_BACKWARDS)
     lam = jnp.linspace(-2.0, 0.0, ridge.D)
 
     def loss(h, tap):
@@ -144,5 +145,5 @@ def test_every_backward_on_pytrees_under_jit_with_its_tap(backward):
     if tap is not None:
         assert isinstance(info, ij.BackwardInfo) and float(info.steps) >= 0
         assert float(info.converged) == 1.0 if backward == "implicit" else np.isnan(float(info.converged))
-    estimator = ij.ARGMIN_BACKWARDS[backward]()
-    assert hash(estimator) == hash(ij.ARGMIN_BACKWARDS[backward]()) and estimator.name == backward
+    estimator = ARGMIN_BACKWARDS[backward]()
+    assert hash(estimator) == hash(ARGMIN_BACKWARDS[backward]()) and estimator.name == backward

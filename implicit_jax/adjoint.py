@@ -48,8 +48,9 @@ class BackwardInfo(NamedTuple):
       rel_residual: the same divided by the norm of the cotangent.
       converged: 1.0 where the adjoint solve met its tolerance, else 0.0 (NaN where
         there is no adjoint solve).
-      fallback_fraction: share of samples where SHINE fell back to another direction
-        (0 for the other estimators).
+      fallback_fraction: share of samples where the estimator fell back: SHINE to another
+        direction, ``Implicit``/``ImplicitJVP`` to their linear-solver rescue of an unconverged
+        adjoint (0 where nothing fell back).
     """
 
     steps: jax.Array

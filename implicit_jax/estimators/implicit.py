@@ -17,10 +17,21 @@ import dataclasses
 import warnings
 
 import jax
+import jax.numpy as jnp
+from jax import lax
 
 from implicit_jax.adjoint import BackwardInfo, custom_root, solver_backward_info
 from implicit_jax.estimators.base import AbstractBackward
-from implicit_jax.solvers import GMRES, SOLVERS, AbstractFixedPointSolver, AbstractLinearSolver, StopCriterion, iterate, resolve_solver
+from implicit_jax.solvers import (
+    GMRES,
+    SOLVERS,
+    AbstractFixedPointSolver,
+    AbstractLinearSolver,
+    SolverInfo,
+    StopCriterion,
+    iterate,
+    resolve_solver,
+)
 
 #: names accepted by ``Implicit(solver=...)`` and ``ImplicitJVP(solver=...)``: the fixed-point solvers and GMRES.
 ADJOINT_SOLVERS = tuple(sorted(SOLVERS)) + ("gmres",)
@@ -42,12 +53,19 @@ class LinearSolveOptions:
         :math:`\|u - A u - b\|` in the forward's ``stop_mode``.
       max_steps: iteration cap (default: the forward ``max_steps``).
       gmres_restart: deprecated; pass ``solver=GMRES(restart=...)``.
+      fallback: a linear solver (default ``GMRES()``) re-solving :math:`(I - A) u = b` for the
+        samples where a fixed-point ``solver`` ended unconverged: the iteration
+        :math:`u \mapsto A u + b` diverges when :math:`A` has spectral radius at least one,
+        and would otherwise hand back an exploding gradient. ``BackwardInfo.fallback_fraction``
+        reports the share of samples rescued. ``None``: no fallback (the failure is still
+        reported, and raised with ``throw=True``).
     """
 
     solver: str | AbstractFixedPointSolver | AbstractLinearSolver = "anderson"
     tol: float | None = None
     max_steps: int | None = None
     gmres_restart: int | None = None
+    fallback: AbstractLinearSolver | None = GMRES()
 
     def __post_init__(self):
         kind = type(self).__name__
@@ -65,6 +83,8 @@ class LinearSolveOptions:
             solver = GMRES(restart=self.gmres_restart)
             object.__setattr__(self, "gmres_restart", None)
         object.__setattr__(self, "solver", solver)
+        if self.fallback is not None and not isinstance(self.fallback, AbstractLinearSolver):
+            raise TypeError(f"{kind}(fallback=...) takes a linear solver object such as GMRES(restart=20), or None; got {self.fallback!r}.")
         if self.tol is not None and not self.tol >= 0:
             raise ValueError(f"{kind}(tol=...) must be >= 0, got {self.tol!r}.")
         if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 1):
@@ -83,12 +103,44 @@ def solve_linear_fixed_point(config: LinearSolveOptions, apply_a, b: jax.Array, 
 
     A fixed-point solver iterates the map itself; a linear solver solves :math:`(I - A) u = b`
     (GMRES with one Krylov space per sample; its relative residual is over :math:`\|b\|`).
+    Samples that a fixed-point solver leaves unconverged are re-solved by ``config.fallback``
+    (:func:`rescue_unconverged`).
     """
+    def residual_map(v):
+        return v - apply_a(v)
+
     if isinstance(config.solver, AbstractLinearSolver):
-        u, solver_info = config.solver.solve(lambda v: v - apply_a(v), b, b, criterion)
-    else:
-        u, solver_info, _ = iterate(config.solver, lambda u: apply_a(u) + b, b, criterion)
-    return u, solver_backward_info(solver_info, b.dtype)
+        u, solver_info = config.solver.solve(residual_map, b, b, criterion)
+        return u, solver_backward_info(solver_info, b.dtype)
+    u, solver_info, _ = iterate(config.solver, lambda u: apply_a(u) + b, b, criterion)
+    if config.fallback is None:
+        return u, solver_backward_info(solver_info, b.dtype)
+    return rescue_unconverged(config.fallback, residual_map, b, u, solver_info, criterion)
+
+
+def rescue_unconverged(fallback: AbstractLinearSolver, matvec, b: jax.Array, u: jax.Array, info: SolverInfo,
+                       criterion: StopCriterion) -> tuple[jax.Array, BackwardInfo]:
+    """Re-solve ``matvec(u) = b`` with ``fallback`` for the rows where ``info.converged`` is false.
+
+    Runs only when some row failed (``lax.cond``; under ``vmap`` both branches run, and the
+    converged rows start at their solution, so they cost one product). A failed row starts
+    again from ``b`` (its iterate may have exploded). The rescued rows' residuals are the
+    fallback's; ``steps`` adds the fallback's to the fixed-point solver's.
+    """
+    failed = ~info.converged
+
+    def rescue(u):
+        v, rescued = fallback.solve(matvec, b, jnp.where(failed[:, None], b, u), criterion)
+        pick = lambda new, old: jnp.where(failed, new, old)  # noqa: E731
+        return (jnp.where(failed[:, None], v, u), info.steps + rescued.steps, pick(rescued.abs_residual, info.abs_residual),
+                pick(rescued.rel_residual, info.rel_residual), pick(rescued.converged, info.converged))
+
+    def keep(u):
+        return u, info.steps, info.abs_residual, info.rel_residual, info.converged
+
+    u, steps, abs_res, rel_res, converged = lax.cond(jnp.any(failed), rescue, keep, u)
+    merged = SolverInfo(steps, info.num_fn_evals, abs_res, rel_res, converged)
+    return u, solver_backward_info(merged, b.dtype, fallback_fraction=jnp.mean(failed.astype(b.dtype)))
 
 
 def implicit_rule(config: "Implicit", ctx, g):

@@ -108,3 +108,61 @@ def test_property_random_linear_contractions_match_the_closed_form(d, norm, seed
     _, expected, dx = linear_closed_form(params, x, c, u)
     loss = lambda p, x: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, tol=1e-12, max_steps=2000))
     chex.assert_trees_all_close(jax.grad(loss, argnums=(0, 1))(params, x), (expected, dx), rtol=1e-6, atol=1e-8)
+
+
+# A linear map whose Jacobian has eigenvalues -4 to -5: the forward (Broyden) converges, the
+# adjoint iteration u = J^T u + g diverges (so does float32 Anderson on it: 2.8e18 off H^-1).
+H = jnp.array([[5.0, 0.3, 0.1], [0.3, 5.5, 0.2], [0.1, 0.2, 6.0]], jnp.float32)
+B = jnp.array([1.0, 2.0, 3.0], jnp.float32)
+
+
+def newton_like(b, w, _):
+    return w - (H @ w - b)
+
+
+def jacobian_and_info(backward):
+    jac = jax.jacrev(lambda b: ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden", backward=backward))(B)
+    if isinstance(backward, ij.ImplicitJVP):  # it has no tap
+        return jac, None
+    loss = lambda b, tap: jnp.sum(ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden", backward=backward, backward_tap=tap))
+    return jac, jax.jit(jax.grad(loss, argnums=1))(B, ij.backward_tap())
+
+
+ITERATION = "fixed_point_iteration"
+
+
+@pytest.mark.parametrize("backward", [ij.Implicit(solver=ITERATION), ij.ImplicitJVP(solver=ITERATION)], ids=["implicit", "implicit_jvp"])
+def test_an_unconverged_adjoint_is_rescued_by_gmres_per_sample(backward):
+    jac, info = jacobian_and_info(backward)
+    chex.assert_trees_all_close(jac, jnp.linalg.inv(H), atol=1e-6)
+    if info is not None:
+        assert float(info.fallback_fraction) == 1.0 and float(info.converged) == 1.0 and float(info.rel_residual) < 1e-5
+        jax.jacrev(lambda b: ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden", backward=backward, throw=True))(B)  # rescued: no raise
+
+
+def test_without_the_rescue_the_failure_is_flagged_and_raised():
+    jac, info = jacobian_and_info(ij.Implicit(solver=ITERATION, fallback=None))
+    assert float(info.converged) == 0.0 and float(info.fallback_fraction) == 0.0
+    assert not np.allclose(jac, jnp.linalg.inv(H), atol=1e-3)
+    with pytest.raises(ij.NonConvergenceError):
+        jax.jacrev(lambda b: ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden",
+                                            backward=ij.Implicit(solver=ITERATION, fallback=None), throw=True))(B)
+
+
+def test_only_the_unconverged_samples_are_rescued():
+    # two samples: one with a contractive map (plain adjoint converges), one with the map above
+    def f(p, z, x):
+        scale = jnp.array([[1.0], [0.0]], jnp.float32)  # row 0 contractive, row 1 newton-like
+        return scale * (0.3 * z + x) + (1 - scale) * (z - (z @ H.T - x))
+
+    x = jnp.stack([B, B])
+    loss = lambda x, tap: jnp.sum(ij.fixed_point(f, (), x, solver="broyden", backward=ij.Implicit(solver=ITERATION), batched=True, backward_tap=tap))
+    grad, info = jax.grad(loss, argnums=(0, 1))(x, ij.backward_tap())
+    chex.assert_trees_all_close(grad[0], jnp.full(3, 1 / 0.7, jnp.float32), rtol=1e-5)
+    chex.assert_trees_all_close(grad[1], jnp.linalg.solve(H.T, jnp.ones(3, jnp.float32)), rtol=1e-5)
+    assert float(info.fallback_fraction) == 0.5 and float(info.converged) == 1.0
+
+
+def test_fallback_option_is_checked():
+    with pytest.raises(TypeError, match="fallback"):
+        ij.Implicit(fallback="gmres")

@@ -43,9 +43,10 @@ def test_gmres_adjoint_is_exact_where_the_adjoint_iteration_diverges():
     u = jnp.linalg.solve(jnp.eye(6) - params["W"].T, c)
     _, grads_exact, dx_exact = linear_closed_form(params, x, c, u)
 
-    def grads_and_info(adjoint):
+    def grads_and_info(adjoint, **options):
         def loss(p, x, tap):  # Anderson with a full memory solves the forward (like GMRES on a linear map)
-            z = ij.fixed_point(f, p, x, solver=ij.Anderson(memory=8), backward=ij.Implicit(solver=adjoint, tol=1e-12, max_steps=60), tol=1e-12, max_steps=60, backward_tap=tap)
+            backward = ij.Implicit(solver=adjoint, tol=1e-12, max_steps=60, **options)
+            z = ij.fixed_point(f, p, x, solver=ij.Anderson(memory=8), backward=backward, tol=1e-12, max_steps=60, backward_tap=tap)
             return jnp.sum(c * z)
 
         d_params, d_x, info = jax.grad(loss, argnums=(0, 1, 2))(params, x, ij.backward_tap(jnp.float64))
@@ -54,8 +55,11 @@ def test_gmres_adjoint_is_exact_where_the_adjoint_iteration_diverges():
     grads, info = grads_and_info("gmres")
     chex.assert_trees_all_close(grads, (grads_exact, dx_exact), atol=1e-10)
     assert 1 <= float(info.steps) <= 6 and float(info.converged) == 1.0  # at most n Arnoldi steps
-    _, diverged = grads_and_info("fixed_point_iteration")
+    _, diverged = grads_and_info("fixed_point_iteration", fallback=None)
     assert float(diverged.converged) == 0.0 and float(diverged.steps) == 60
+    rescued, info = grads_and_info("fixed_point_iteration")  # the default: GMRES takes over
+    chex.assert_trees_all_close(rescued, (grads_exact, dx_exact), atol=1e-10)
+    assert float(info.converged) == 1.0 and float(info.fallback_fraction) == 1.0 and 60 < float(info.steps) <= 66
 
 
 def test_tanh_layer_matches_finite_differences():

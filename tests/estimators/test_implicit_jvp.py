@@ -95,7 +95,7 @@ def test_vmap_over_problems_equals_a_loop_and_float32_runs():
 @pytest.mark.parametrize("mode", ["jvp", "grad"])
 def test_unconverged_tangent_or_adjoint_solve_raises_with_throw(mode):
     f, params, x, _ = tanh_layer(d=8, batch=2)
-    backward = ij.ImplicitJVP(solver="fixed_point_iteration", tol=1e-14, max_steps=2)
+    backward = ij.ImplicitJVP(solver="fixed_point_iteration", tol=1e-14, max_steps=2, fallback=None)
     solve = lambda x: ij.fixed_point(f, params, x, backward=backward, batched=True, throw=True, tol=1e-10, max_steps=300)  # noqa: E731
     # under jit the error comes back through the runtime's callback error, which quotes it
     with pytest.raises(Exception, match="backward='implicit_jvp' did not converge after 2 steps"):

@@ -87,7 +87,7 @@ class ImplicitJVP(LinearSolveOptions, AbstractBackward):
     """Exact implicit differentiation through a ``jax.custom_jvp``: ``jvp``, ``jacfwd``, ``grad`` and Hessians.
 
     Attributes as :class:`~implicit_jax.estimators.implicit.LinearSolveOptions` (``solver``,
-    ``tol``, ``max_steps``); they apply to the tangent solve and to its
+    ``tol``, ``max_steps``, ``fallback``); they apply to the tangent solve and to its
     transpose, the adjoint solve. ``fixed_point(throw=True)`` raises when either does not
     converge. ``backward_tap`` is not supported (use :class:`Implicit` for it).
     """

@@ -16,6 +16,14 @@ import jax.numpy as jnp
 
 PyTree = Any
 
+#: How to pose a complex problem to solvers that work in real arithmetic.
+COMPLEX_ADVICE = (
+    "The solvers' norms, Gram matrices and Krylov products are real inner products, and a map of "
+    "complex z is in general only real-linearisable (not holomorphic), so pass the real and imaginary "
+    "parts as two real leaves instead, e.g. z = (z.real, z.imag) with f rebuilding z = re + 1j * im; "
+    "every solver and estimator is exact on that real view."
+)
+
 
 class StateLayout(NamedTuple):
     """How a pytree state maps to and from its ``(batch, n)`` flat view."""
@@ -49,6 +57,8 @@ def layout_of(z: PyTree, batched: bool) -> StateLayout:
                 f"the fixed-point state must hold floating-point arrays, got a leaf of dtype {dt}; "
                 "cast z0 (or x, which z0 defaults to) to a float dtype."
             )
+        if jnp.issubdtype(dt, jnp.complexfloating):
+            raise TypeError(f"complex states are not supported (got a leaf of dtype {dt}). {COMPLEX_ADVICE}")
     if batched:
         if any(len(s) == 0 for s in shapes):
             raise ValueError(f"batched=True needs a leading batch axis on every leaf of z, got shapes {shapes}.")

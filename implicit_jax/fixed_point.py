@@ -30,7 +30,8 @@ def _check_map(f, params, z0, x) -> None:
 
 
 def _drop_batch(info: SolverInfo) -> SolverInfo:
-    return info._replace(abs_residual=info.abs_residual[0], rel_residual=info.rel_residual[0], converged=info.converged[0])
+    return info._replace(abs_residual=info.abs_residual[0], rel_residual=info.rel_residual[0], converged=info.converged[0],
+                         num_fallbacks=info.num_fallbacks[0])
 
 
 def fixed_point(
@@ -44,6 +45,7 @@ def fixed_point(
     tol: float = 1e-5,
     max_steps: int = 50,
     stop_mode: str = "rel",
+    atol: float = 0.0,
     batched: bool = False,
     throw: bool = False,
     return_info: bool = False,
@@ -65,7 +67,11 @@ def fixed_point(
         (``Implicit(solver=GMRES(restart=20))``, ``Shine(fallback=True)``, ``PhantomUnroll(k=5, damping=0.5)``...).
       tol: tolerance on the residual named by ``stop_mode`` (per sample).
       max_steps: iteration cap of the forward solve.
-      stop_mode: ``"rel"`` (:math:`\\|f(z)-z\\|/\\|f(z)\\|`) or ``"abs"`` (:math:`\\|f(z)-z\\|`).
+      stop_mode: ``"rel"`` (:math:`\\|f(z)-z\\| \\le \\text{tol}\\,\\|f(z)\\|`), ``"abs"``
+        (:math:`\\|f(z)-z\\| \\le \\text{tol}`) or ``"mixed"``
+        (:math:`\\|f(z)-z\\| \\le \\text{atol} + \\text{tol}\\,\\|f(z)\\|`, the peers' test, which a fixed
+        point at zero can meet); see :mod:`implicit_jax.solvers.stopping`.
+      atol: absolute part of ``stop_mode="mixed"``.
       batched: the leading axis of every leaf of ``z`` indexes independent samples: each
         gets its own stopping test, quasi-Newton/Anderson memory and residual.
       throw: raise :class:`NonConvergenceError` if the forward solve (or the backward's
@@ -81,7 +87,7 @@ def fixed_point(
     solver = resolve_solver(solver)
     backward = resolve_backward(backward)
     backward.check_solver(solver)
-    criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw)
+    criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw, atol=atol)
     if z0 is None:
         if not jax.tree_util.tree_leaves(x):
             raise ValueError("z0 defaults to zeros_like(x), but x has no array leaves; pass z0 (the initial state).")

@@ -157,6 +157,19 @@ def test_structure_change_and_integer_state_fail_clearly():
         ij.fixed_point(lambda p, z, x: z, None, jnp.ones(3, jnp.int32))
 
 
+def test_complex_states_are_refused_with_the_real_view_as_the_way_out():
+    b = jnp.array([1.0, 1.0j], jnp.complex64)
+    with pytest.raises(TypeError, match="complex states are not supported.*real and imaginary parts"):
+        ij.fixed_point(lambda p, z, x: 0.5 * z + p, b, (), z0=jnp.zeros(2, jnp.complex64))
+
+    def real_view(p, z, x):  # the same map on (re, im)
+        out = 0.5 * (z[0] + 1j * z[1]) + (p[0] + 1j * p[1])
+        return out.real, out.imag
+
+    re, im = ij.fixed_point(real_view, (b.real, b.imag), (), z0=(jnp.zeros(2), jnp.zeros(2)), tol=1e-7)
+    np.testing.assert_allclose(re + 1j * im, 2 * b, atol=1e-5)
+
+
 def test_missing_initial_state_is_asked_for():
     with pytest.raises(ValueError, match="pass z0"):
         ij.fixed_point(lambda p, z, x: z, None, None)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from implicit_jax import _flat
 from implicit_jax._checks import check_float_scalar, describe, eval_shape_or_explain
 from implicit_jax._registry import resolve
 from implicit_jax.adjoint import BackwardInfo
@@ -50,6 +51,8 @@ def _check_inputs(w0, hparams) -> None:
         if what == "w0" and not leaves:
             raise ValueError("argmin needs w0 with at least one array leaf (the inner variables).")
         for leaf in leaves:
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+                raise TypeError(f"argmin does not support complex {what} (got dtype {jnp.result_type(leaf)}). {_flat.COMPLEX_ADVICE}")
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
                 raise TypeError(
                     f"argmin differentiates with respect to {what}, so its leaves must be floating point; "
@@ -67,6 +70,7 @@ def argmin(
     tol: float = 1e-6,
     max_steps: int = 500,
     stop_mode: str = "rel",
+    atol: float = 0.0,
     outer_loss: Callable[[PyTree], jax.Array] | None = None,
     throw: bool = False,
     return_info: bool = False,
@@ -84,7 +88,9 @@ def argmin(
       backward: ``"implicit"``, ``"shine"``, ``"neumann"``, ``"jfb"``, ``"unroll"`` or a configured
         object (``ArgminImplicit(max_steps=50)``, ``ArgminShine(opa_every=5)``, ``ArgminNeumann(k=50, step_size=0.1)``).
       tol: gradient-norm tolerance of the inner solve (relative to :math:`\\|\\nabla g(w_0)\\|` for
-        ``stop_mode="rel"``, absolute for ``"abs"``); also the default CG tolerance.
+        ``stop_mode="rel"``, absolute for ``"abs"``, ``atol + tol`` :math:`\\|\\nabla g(w_0)\\|` for
+        ``"mixed"``); also the default CG tolerance.
+      atol: absolute part of ``stop_mode="mixed"``.
       max_steps: inner iteration cap.
       outer_loss: ``F(w) -> scalar``, the outer loss as a function of the inner variables;
         needed only by SHINE's outer-problem awareness (``ArgminShine(opa_every=k)``).
@@ -99,7 +105,7 @@ def argmin(
     """
     minimizer = resolve_minimizer(solver)
     backward = resolve_argmin_backward(backward)
-    criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw)
+    criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw, atol=atol)
     _check_inputs(w0, hparams)
     _check_objective(g, w0, hparams)
     w0_flat, unravel = ravel_pytree(w0)

@@ -95,6 +95,7 @@ class LinearSolveOptions:
             tol=forward.tol if self.tol is None else self.tol,
             max_steps=forward.max_steps if self.max_steps is None else self.max_steps,
             stop_mode=forward.stop_mode,
+            atol=forward.atol,
         )
 
 
@@ -139,7 +140,7 @@ def rescue_unconverged(fallback: AbstractLinearSolver, matvec, b: jax.Array, u: 
         return u, info.steps, info.abs_residual, info.rel_residual, info.converged
 
     u, steps, abs_res, rel_res, converged = lax.cond(jnp.any(failed), rescue, keep, u)
-    merged = SolverInfo(steps, info.num_fn_evals, abs_res, rel_res, converged)
+    merged = SolverInfo(steps, info.num_fn_evals, abs_res, rel_res, converged, info.num_fallbacks)
     return u, solver_backward_info(merged, b.dtype, fallback_fraction=jnp.mean(failed.astype(b.dtype)))
 
 

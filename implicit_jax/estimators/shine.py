@@ -47,6 +47,7 @@ def shine_rule(config: "Shine", ctx, g):
         tol=ctx.criterion.tol if config.refine_tol is None else config.refine_tol,
         max_steps=config.refine,
         stop_mode=ctx.criterion.stop_mode,
+        atol=ctx.criterion.atol,
     )
     adjoint_solver = dataclasses.replace(ctx.solver, line_search=False)
     warm = Broyden.warm_start(jax.vmap(qn.transpose)(inverse), ctx.solver_state.steps)

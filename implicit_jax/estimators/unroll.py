@@ -93,7 +93,7 @@ def _forward(problem, solver, criterion, inputs, z0):
         return iteration_step(solver, fn, criterion, c), history
 
     carry, history = lax.while_loop(lambda loop: keep_iterating(criterion, loop[0]), body, (carry, history))
-    z, info, _ = iteration_result(criterion, carry)
+    z, info, _ = iteration_result(solver, criterion, carry)
     return (z, info), (inputs, z0, history, carry)
 
 

@@ -38,19 +38,20 @@ class DEQ(nnx.Module):
         leading batch axis.
       solver: forward solver name or object (see :func:`implicit_jax.fixed_point`).
       backward: backward estimator name or object.
-      tol, max_steps, stop_mode: the forward stopping rule, per sample.
+      tol, max_steps, stop_mode, atol: the forward stopping rule, per sample (see
+        :func:`implicit_jax.fixed_point`).
       throw: raise :class:`~implicit_jax.NonConvergenceError` on non-convergence.
     """
 
     def __init__(self, cell: nnx.Module, *, solver: str | AbstractFixedPointSolver = "anderson",
                  backward: str | AbstractBackward = "implicit", tol: float = 1e-3, max_steps: int = 30,
-                 stop_mode: str = "rel", throw: bool = False):
+                 stop_mode: str = "rel", atol: float = 0.0, throw: bool = False):
         self.cell = cell
         self.solver = resolve_solver(solver)
         self.backward = resolve_backward(backward)
         self.backward.check_solver(self.solver)
-        StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode)  # validates now, not at trace time
-        self.tol, self.max_steps, self.stop_mode, self.throw = tol, max_steps, stop_mode, throw
+        StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, atol=atol)  # validates now, not at trace time
+        self.tol, self.max_steps, self.stop_mode, self.atol, self.throw = tol, max_steps, stop_mode, atol, throw
 
     def _pure_cell(self):
         graphdef, state = nnx.split(self.cell)
@@ -73,7 +74,7 @@ class DEQ(nnx.Module):
         if unrolled_steps is not None:
             return unrolled(lambda z: f(state, z, x), z0, unrolled_steps)
         return fixed_point(f, state, x, z0=z0, solver=self.solver, backward=self.backward, tol=self.tol,
-                           max_steps=self.max_steps, stop_mode=self.stop_mode, batched=True, throw=self.throw,
+                           max_steps=self.max_steps, stop_mode=self.stop_mode, atol=self.atol, batched=True, throw=self.throw,
                            return_info=True, backward_tap=backward_tap)
 
     def jacobian_penalty(self, z: jax.Array, x: jax.Array, key: jax.Array, num_probes: int = 1) -> jax.Array:
@@ -115,5 +116,5 @@ def unrolled(fn: Any, z0: jax.Array, num_steps: int) -> tuple[jax.Array, SolverI
     rel_residual = abs_residual / jnp.maximum(jnp.linalg.norm(z.reshape(z.shape[0], -1), axis=-1), 1e-30)
     steps = jnp.asarray(num_steps, jnp.int32)
     info = SolverInfo(steps=steps, num_fn_evals=steps, abs_residual=abs_residual, rel_residual=rel_residual,
-                      converged=jnp.zeros(z.shape[0], bool))
+                      converged=jnp.zeros(z.shape[0], bool), num_fallbacks=jnp.zeros(z.shape[0], jnp.int32))
     return z, info

@@ -49,6 +49,7 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "tol": (float, _positive, "forward tolerance (per sample)"),
     "max_steps": (int, _positive, "forward iteration cap"),
     "stop_mode": (str, STOP_MODES, "residual the tolerance applies to"),
+    "atol": (float, _non_negative, "absolute tolerance of stop_mode='mixed'"),
     "jac_reg_weight": (float, _non_negative, "weight of the Jacobian penalty (0 = off)"),
     "warmup_steps": (int, _non_negative, "train steps run as an unrolled weight-tied network first"),
     "warmup_unrolled_steps": (int, _positive, "cell applications in the unrolled warm-up"),
@@ -76,7 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         dataset="synthetic", data_dir="", train_subset=0, test_subset=0,
         model="deq_mlp", width=64, groups=8, normalization="spectral",
-        solver="anderson", backward="implicit", tol=1e-3, max_steps=30, stop_mode="rel",
+        solver="anderson", backward="implicit", tol=1e-3, max_steps=30, stop_mode="rel", atol=0.0,
         jac_reg_weight=0.0, warmup_steps=0, warmup_unrolled_steps=5,
         optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="cosine", lr_warmup_steps=0, grad_clip=0.0,
         batch_size=64, num_epochs=1.0, eval_every=0, log_every=10, checkpoint_every=0, eval_batch_size=500, seed=0,
@@ -120,6 +121,8 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     problems = schema_problems(config, SCHEMA)
     if not problems and config.model == "conv_deq" and config.width % config.groups:
         problems.append(f"width={config.width} must be divisible by groups={config.groups}")
+    if not problems and config.atol and config.stop_mode != "mixed":
+        problems.append(f"atol={config.atol!r} is used by stop_mode='mixed' only, but stop_mode={config.stop_mode!r}")
     if not problems:
         solver, backward = resolve_solver(config.solver), resolve_backward(config.backward)
         try:
@@ -140,7 +143,7 @@ def model_from_config(config: ml_collections.ConfigDict, image_shape: tuple[int,
     """The DEQ model the configuration names, for inputs of ``image_shape`` (h, w, c)."""
     solver, backward = estimator_from_config(config)
     deq_options = dict(solver=solver, backward=backward, tol=config.tol, max_steps=config.max_steps,
-                       stop_mode=config.stop_mode)
+                       stop_mode=config.stop_mode, atol=config.atol)
     if config.model == "conv_deq":
         height, width, channels = image_shape
         if height != width:

@@ -86,6 +86,17 @@ def test_bad_inputs_fail_with_clear_errors():
         ij.argmin(lambda w, h: ridge.inner(w, h["log_lam"]), {"a": LAM}, W0)  # wrong structure
     with pytest.raises(ValueError, match="outer_loss"):
         ij.argmin(ridge.inner, LAM, W0, backward=ij.ArgminShine(opa_every=5))
+    with pytest.raises(TypeError, match="complex w0.*real and imaginary parts"):
+        ij.argmin(lambda w, h: jnp.sum(jnp.abs(w) ** 2) * h, LAM, W0.astype(jnp.complex64))
+
+
+def test_mixed_stop_mode_adds_an_absolute_floor_to_the_relative_test():
+    # rel: ||grad|| <= tol ||grad(w0)||; mixed adds atol, so a huge atol stops at once.
+    _, info = ij.argmin(ridge.inner, LAM, W0, stop_mode="mixed", tol=0.0, atol=1e6, return_info=True)
+    assert bool(info.converged) and int(info.steps) == 0
+    w, info = ij.argmin(ridge.inner, LAM, W0, stop_mode="mixed", tol=1e-6, atol=1e-9, return_info=True)
+    assert bool(info.converged)
+    np.testing.assert_allclose(w, ridge.solution(LAM), rtol=1e-4)
 
 
 def test_non_convergence_is_reported_and_can_raise():

@@ -38,6 +38,15 @@ def test_all_problems_are_reported_at_once():
     assert "unknown field(s) ['colour']" in message
 
 
+def test_atol_needs_the_mixed_stop_mode():
+    config = base_config()
+    config.atol = 1e-6
+    with pytest.raises(ValueError, match="stop_mode='mixed' only"):
+        validate_config(config)
+    config.stop_mode = "mixed"
+    validate_config(config)
+
+
 def test_conv_width_must_split_into_groups():
     config = base_config()
     config.model, config.width, config.groups = "conv_deq", 30, 8

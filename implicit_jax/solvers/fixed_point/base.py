@@ -49,6 +49,11 @@ class AbstractFixedPointSolver(abc.ABC):
     def step(self, fn: FlatFn, z: jax.Array, fz: jax.Array, state: Any, active: jax.Array) -> tuple[jax.Array, jax.Array, Any, int | jax.Array]:
         ...
 
+    def num_fallbacks(self, state: Any, batch: int) -> jax.Array:
+        """Per sample, the steps so far in which the solver fell back to a plain fixed-point step."""
+        del state
+        return jnp.zeros((batch,), jnp.int32)
+
 
 def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-sample absolute and relative residuals of the fixed-point equation.
@@ -60,6 +65,27 @@ def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
     z, fz = lax.stop_gradient(z), lax.stop_gradient(fz)
     abs_res = row_norm(fz - z)
     return abs_res, abs_res / (row_norm(fz) + jnp.finfo(fz.dtype).tiny)
+
+
+def stop_metric(criterion: StopCriterion, abs_res: jax.Array, rel_res: jax.Array) -> jax.Array:
+    """The per-sample quantity that ``criterion`` compares with :func:`metric_bound` (lower is better).
+
+    ``"abs"`` and ``"rel"``: the residual of that name. ``"mixed"``: the ratio
+    :math:`\|f(z) - z\| / (\text{atol} + \text{tol}\,\|f(z)\|)`, with
+    :math:`\|f(z)\| = ` ``abs_res / rel_res`` recovered from the two residuals.
+    """
+    if criterion.stop_mode == "abs":
+        return abs_res
+    if criterion.stop_mode == "rel":
+        return rel_res
+    f_norm = jnp.where(rel_res > 0, abs_res / jnp.where(rel_res > 0, rel_res, 1.0), 0.0)
+    threshold = criterion.threshold(f_norm)
+    return abs_res / jnp.maximum(threshold, jnp.finfo(abs_res.dtype).tiny)
+
+
+def metric_bound(criterion: StopCriterion) -> float:
+    """What :func:`stop_metric` must not exceed for a sample to have converged."""
+    return 1.0 if criterion.stop_mode == "mixed" else criterion.tol
 
 
 def _select_rows(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -84,10 +110,6 @@ class IterationCarry(NamedTuple):
     num_fn_evals: jax.Array
 
 
-def _metric(criterion: StopCriterion, abs_res: jax.Array, rel_res: jax.Array) -> jax.Array:
-    return abs_res if criterion.stop_mode == "abs" else rel_res
-
-
 def initial_carry(
     solver: AbstractFixedPointSolver, fn: FlatFn, z0: jax.Array, criterion: StopCriterion, init: Callable[[jax.Array, jax.Array], Any] | None = None
 ) -> IterationCarry:
@@ -95,7 +117,7 @@ def initial_carry(
     fz0 = fn(z0)
     abs0, rel0 = residuals(z0, fz0)
     state0 = (solver.init if init is None else init)(z0, fz0)
-    done0 = (_metric(criterion, abs0, rel0) <= criterion.tol) | ~jnp.isfinite(abs0)
+    done0 = (stop_metric(criterion, abs0, rel0) <= metric_bound(criterion)) | ~jnp.isfinite(abs0)
     return IterationCarry(z0, fz0, state0, z0, abs0, rel0, ~done0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32))
 
 
@@ -103,7 +125,7 @@ def iteration_step(solver: AbstractFixedPointSolver, fn: FlatFn, criterion: Stop
     """One solver step, with per-sample best-iterate tracking; finished rows stop counting."""
     z, fz, st, nfev = solver.step(fn, c.z, c.fz, c.state, c.active)
     abs_res, rel_res = residuals(z, fz)
-    m_new, m_best = _metric(criterion, abs_res, rel_res), _metric(criterion, c.best_abs, c.best_rel)
+    m_new, m_best = stop_metric(criterion, abs_res, rel_res), stop_metric(criterion, c.best_abs, c.best_rel)
     finite = jnp.isfinite(abs_res)
     better = c.active & ((m_new < m_best) | ~finite)
     # A finished row's result is its best iterate, fixed from now on (`better` needs `active`),
@@ -116,7 +138,7 @@ def iteration_step(solver: AbstractFixedPointSolver, fn: FlatFn, criterion: Stop
         best_z=_select_rows(better, z, c.best_z),
         best_abs=jnp.where(better, abs_res, c.best_abs),
         best_rel=jnp.where(better, rel_res, c.best_rel),
-        active=c.active & finite & (m_new > criterion.tol),
+        active=c.active & finite & (m_new > metric_bound(criterion)),
         steps=c.steps + 1,
         num_fn_evals=c.num_fn_evals + nfev,
     )
@@ -127,10 +149,10 @@ def keep_iterating(criterion: StopCriterion, c: IterationCarry) -> jax.Array:
     return jnp.any(c.active) & (c.steps < criterion.max_steps)
 
 
-def iteration_result(criterion: StopCriterion, c: IterationCarry) -> tuple[jax.Array, SolverInfo, Any]:
+def iteration_result(solver: AbstractFixedPointSolver, criterion: StopCriterion, c: IterationCarry) -> tuple[jax.Array, SolverInfo, Any]:
     """``(z, info, state)`` from the final carry: the lowest-residual iterate per sample."""
-    converged = (_metric(criterion, c.best_abs, c.best_rel) <= criterion.tol) & jnp.isfinite(c.best_abs)
-    info = SolverInfo(c.steps, c.num_fn_evals, c.best_abs, c.best_rel, converged)
+    converged = (stop_metric(criterion, c.best_abs, c.best_rel) <= metric_bound(criterion)) & jnp.isfinite(c.best_abs)
+    info = SolverInfo(c.steps, c.num_fn_evals, c.best_abs, c.best_rel, converged, solver.num_fallbacks(c.state, c.best_z.shape[0]))
     return c.best_z, info, c.state
 
 
@@ -172,4 +194,4 @@ def iterate(
         carry, _ = lax.scan(scan_body, carry, None, length=criterion.max_steps)
     else:
         carry = lax.while_loop(keep_going, body, carry)
-    return iteration_result(criterion, carry)
+    return iteration_result(solver, criterion, carry)

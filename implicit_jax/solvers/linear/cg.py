@@ -78,15 +78,16 @@ class CG(AbstractLinearSolver):
     """Conjugate gradient on the whole of ``b`` as one symmetric positive-definite system.
 
     Stops at ``criterion.tol`` on :math:`\\|b - Ax\\|` (``stop_mode="abs"``) or on
-    :math:`\\|b - Ax\\| / \\|b\\|` (``"rel"``), or after ``criterion.max_steps`` products.
+    :math:`\\|b - Ax\\| / \\|b\\|` (``"rel"``), or on :math:`\\|b - Ax\\| \\le` ``atol + tol`` :math:`\\|b\\|`
+    (``"mixed"``), or after ``criterion.max_steps`` products.
     """
 
     name = "cg"
 
     def solve(self, matvec, b, x0, criterion: StopCriterion) -> tuple[jax.Array, SolverInfo]:
         b_norm = jnp.linalg.norm(b)
-        threshold = criterion.tol * (b_norm if criterion.stop_mode == "rel" else 1.0)
+        threshold = criterion.threshold(b_norm)
         x, products, res_norm = _cg(matvec, b, x0, threshold, criterion.max_steps)
         rel = res_norm / jnp.where(b_norm > 0, b_norm, 1.0)
         converged = (res_norm <= threshold) & jnp.isfinite(res_norm)
-        return x, SolverInfo(products - 1, products, res_norm, rel, converged)
+        return x, SolverInfo(products - 1, products, res_norm, rel, converged, jnp.zeros((), jnp.int32))

@@ -95,7 +95,8 @@ def gmres(
       x0: starting point.
       criterion: ``tol``, ``max_steps`` (Arnoldi steps in all, over the restarts) and
         ``stop_mode``: ``"abs"`` stops a row when :math:`\\|b - M x\\| \\le` ``tol``,
-        ``"rel"`` when :math:`\\|b - M x\\| \\le` ``tol`` :math:`\\|b\\|`.
+        ``"rel"`` when :math:`\\|b - M x\\| \\le` ``tol`` :math:`\\|b\\|`, ``"mixed"`` when
+        :math:`\\|b - M x\\| \\le` ``atol + tol`` :math:`\\|b\\|`.
       restart: Krylov dimension of a cycle (capped at ``n``).
 
     Returns:
@@ -108,7 +109,7 @@ def gmres(
     size = min(restart, n)
     dtype = b.dtype
     b_norm = row_norm(b)
-    threshold = criterion.tol * (b_norm if criterion.stop_mode == "rel" else jnp.ones_like(b_norm))
+    threshold = criterion.threshold(b_norm)
 
     def residual(x):
         r = b - matvec(x)
@@ -174,7 +175,7 @@ def gmres(
     o = lax.while_loop(outer_go, outer_step, _Restarts(x0, r0, norm0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)))
     rel = o.norm / jnp.where(b_norm > 0, b_norm, 1.0)
     converged = (o.norm <= threshold) & jnp.isfinite(o.norm)
-    return o.x, SolverInfo(o.steps, o.products, o.norm, rel, converged)
+    return o.x, SolverInfo(o.steps, o.products, o.norm, rel, converged, jnp.zeros((batch,), jnp.int32))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,8 @@ flat parameter vector ``w`` (shape ``(n,)``):
 * ``step(value_and_grad, w, value, grad, state) -> (w, value, grad, state, num_evals)``.
 
 :func:`minimize` runs it until :math:`\|\nabla_w g\| \le \text{tol}` (``stop_mode="abs"``)
-or :math:`\|\nabla_w g\| \le \text{tol}\,\|\nabla_w g(w_0)\|` (``"rel"``), or ``max_steps``.
+or :math:`\|\nabla_w g\| \le \text{tol}\,\|\nabla_w g(w_0)\|` (``"rel"``), or
+:math:`\|\nabla_w g\| \le \text{atol} + \text{tol}\,\|\nabla_w g(w_0)\|` (``"mixed"``), or ``max_steps``.
 It can also add outer-problem-aware secant pairs (OPA, Ramzi et al. 2022, Sec. 3.2):
 every ``opa_every`` steps, with :math:`d = \nabla_w F(w)` the outer gradient and
 :math:`H` the current inverse-Hessian estimate,
@@ -113,8 +114,7 @@ def minimize(
     if unrolled and opa is not None:
         raise ValueError("outer-problem awareness (OPA) only serves SHINE's backward; it cannot be combined with unrolling.")
     value0, grad0 = value_and_grad(w0)
-    scale = 1.0 if criterion.stop_mode == "abs" else jnp.linalg.norm(grad0)
-    threshold = criterion.tol * scale
+    threshold = criterion.threshold(jnp.linalg.norm(grad0))
 
     def unfinished(c: _Carry) -> jax.Array:
         norm = jnp.linalg.norm(c.grad)

@@ -3,17 +3,27 @@ r"""Anderson acceleration (type II), one least-squares problem per sample.
 With the last ``m`` iterates :math:`x_i` and evaluations :math:`f_i = f(x_i)`,
 residuals :math:`g_i = f_i - x_i`, the mixing weights solve
 
-.. math:: \min_\alpha \Big\| \sum_i \alpha_i g_i \Big\|^2 + \rho \|\alpha\|^2
+.. math:: \min_\alpha \Big\| \sum_i \alpha_i g_i \Big\|^2 + \rho \sum_i \|g_i\|^2 \alpha_i^2
           \quad \text{s.t.} \quad \sum_i \alpha_i = 1,
 
-i.e. :math:`\alpha \propto (G G^\top + \rho I)^{-1} \mathbf 1`, and the next iterate is
+i.e. :math:`\alpha \propto (G G^\top + \rho D)^{-1} \mathbf 1` with :math:`D = \mathrm{diag}(G G^\top)`,
+and the next iterate is
 
 .. math:: x_{+} = \beta \sum_i \alpha_i f_i + (1 - \beta) \sum_i \alpha_i x_i .
 
-(Anderson 1965; Walker & Ni 2011, Alg. AA.) The Tikhonov term :math:`\rho` is
-``regularization`` times the smallest squared residual norm in memory, so it is
-scale-free and never swamps the newest (smallest) residual. One
-evaluation of ``f`` per step; ``O(m^2 n)`` extra work per sample.
+(Anderson 1965; Walker & Ni 2011, Alg. AA.) The Tikhonov term weighs each residual by its
+own squared norm, so it is scale-free column by column: the diagonally scaled system
+:math:`D^{-1/2}(G G^\top + \rho D) D^{-1/2}` has unit diagonal plus :math:`\rho` and smallest
+eigenvalue at least :math:`\rho`, whatever the residuals' magnitudes. With
+:math:`\rho \ge 10\, m\, \varepsilon` (:math:`\varepsilon` the dtype's machine epsilon) that
+system stays numerically positive definite when the residuals become linearly
+dependent (``memory`` at least the dimension, residuals in a low-dimensional subspace, any
+one-dimensional problem), so the step degrades gracefully to a regularised least squares
+instead of breaking down. In one dimension with two points it is the secant method
+(up to :math:`O(\rho)`). Where the solve still fails (non-finite residuals), the sample
+takes a plain fixed-point step, its history restarts from the newest pair, and the step
+is counted in ``SolverInfo.num_fallbacks``. One evaluation of ``f`` per step;
+``O(m^2 n)`` extra work per sample.
 """
 
 from __future__ import annotations
@@ -32,7 +42,8 @@ class AndersonState(NamedTuple):
     fs: jax.Array  # (batch, m, n) past evaluations f(x_i)
     gs: jax.Array  # (batch, m, n) their residuals g_i = f(x_i) - x_i
     gram: jax.Array  # (batch, m, m) G G^T, kept up to date one row per step
-    count: jax.Array  # (batch,) number of pairs pushed so far
+    count: jax.Array  # (batch,) number of pairs pushed since the last restart
+    fallbacks: jax.Array  # (batch,) steps whose least squares failed (plain step, history restarted)
 
 
 def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) -> AndersonState:
@@ -51,7 +62,7 @@ def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) 
     gs = state.gs.at[rows, target].set(g, mode="drop")
     cross = jnp.einsum("bmn,bn->bm", gs, g)
     gram = state.gram.at[rows, target].set(cross, mode="drop").at[rows, :, target].set(cross, mode="drop")
-    return AndersonState(state.fs.at[rows, target].set(fx, mode="drop"), gs, gram, state.count + active.astype(jnp.int32))
+    return AndersonState(state.fs.at[rows, target].set(fx, mode="drop"), gs, gram, state.count + active.astype(jnp.int32), state.fallbacks)
 
 
 #: Largest memory solved by the unrolled Cholesky; its compile time grows as ``m^3`` (about 2 s
@@ -106,18 +117,25 @@ def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     return x, ok & jnp.all(jnp.isfinite(x), axis=-1)
 
 
+def effective_regularization(regularization: float, memory: int, dtype) -> float:
+    """:math:`\rho = \max(\text{regularization},\ 10\, m\, \varepsilon)`: the floor keeps the scaled Gram system positive definite in ``dtype``."""
+    return max(float(regularization), 10.0 * memory * float(jnp.finfo(dtype).eps))
+
+
 def mixing_weights(gram: jax.Array, valid: jax.Array, regularization: float) -> tuple[jax.Array, jax.Array]:
     r"""Weights :math:`\alpha` (summing to one over valid slots) from Gram matrices ``(..., m, m)`` of residuals.
 
-    ``valid`` (``(..., m)``) marks the filled slots; the others get weight 0. Returns
-    ``(alpha, ok)``; where ``ok`` is false the least squares was numerically degenerate and
-    ``alpha`` is finite but meaningless (see :func:`solve_spd`).
+    Solves :math:`(G G^\top + \rho D)\, w = \mathbf 1`, :math:`\alpha = w / \mathbf 1^\top w`, with
+    :math:`\rho` from :func:`effective_regularization`. ``valid`` (``(..., m)``) marks the
+    filled slots; the others get weight 0. Returns ``(alpha, ok)``; where ``ok`` is false the
+    least squares was numerically degenerate and ``alpha`` is finite but meaningless (see
+    :func:`solve_spd`).
     """
     diagonal = jnp.diagonal(gram, axis1=-2, axis2=-1)
-    scale = jnp.min(jnp.where(valid, diagonal, jnp.inf), axis=-1, keepdims=True)
+    rho = effective_regularization(regularization, valid.shape[-1], gram.dtype)
     both = valid[..., :, None] & valid[..., None, :]
     eye = jnp.eye(valid.shape[-1], dtype=gram.dtype)
-    ridge = jnp.where(valid, regularization * scale + jnp.finfo(gram.dtype).tiny, 1.0)
+    ridge = jnp.where(valid, rho * diagonal + jnp.finfo(gram.dtype).tiny, 1.0)
     system = jnp.where(both, gram, 0.0) + eye * ridge[..., None, :]
     w, ok = solve_spd(system, valid.astype(gram.dtype))
     total = jnp.sum(w, axis=-1, keepdims=True)
@@ -133,7 +151,8 @@ class Anderson(AbstractFixedPointSolver):
     Attributes:
       memory: number of past iterates mixed (``m``).
       mixing: :math:`\\beta \\in (0, 1]`; 1 mixes evaluations only.
-      regularization: relative Tikhonov weight :math:`\\rho` of the least squares.
+      regularization: relative Tikhonov weight :math:`\\rho` of the least squares, raised to
+        ``10 * memory * eps`` of the dtype where it is below that (see the module docstring).
     """
 
     memory: int = 5
@@ -152,17 +171,23 @@ class Anderson(AbstractFixedPointSolver):
         batch, n = z.shape
         empty = jnp.zeros((batch, self.memory, n), z.dtype)
         gram = jnp.zeros((batch, self.memory, self.memory), z.dtype)
-        return _push(AndersonState(empty, empty, gram, jnp.zeros((batch,), jnp.int32)), z, fz, jnp.ones((batch,), bool))
+        zeros = jnp.zeros((batch,), jnp.int32)
+        return _push(AndersonState(empty, empty, gram, zeros, zeros), z, fz, jnp.ones((batch,), bool))
+
+    def num_fallbacks(self, state, batch):
+        return state.fallbacks
 
     def step(self, fn, z, fz, state, active):
         valid = jnp.arange(self.memory)[None, :] < state.count[:, None]
         alpha, ok = mixing_weights(state.gram, valid, self.regularization)
-        # A degenerate least squares (residuals parallel, e.g. in one dimension, down to rounding):
-        # that sample takes a plain fixed-point step instead, with finite gradients when unrolled.
+        # A failed least squares (non-finite residuals in memory): that sample takes a plain
+        # fixed-point step instead, with finite gradients when unrolled, and restarts its history.
         newest = jax.nn.one_hot((state.count - 1) % self.memory, self.memory, dtype=alpha.dtype)
         alpha = jnp.where(ok[:, None], alpha, newest)
         mixed_f = jnp.einsum("bm,bmn->bn", alpha, state.fs)
         # x_i = f_i - g_i, so beta * sum a f + (1 - beta) * sum a x = sum a f - (1 - beta) * sum a g
         z_new = mixed_f if self.mixing == 1.0 else mixed_f - (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.gs)
         fz_new = fn(z_new)
-        return z_new, fz_new, _push(state, z_new, fz_new, active), 1
+        failed = active & ~ok
+        restarted = state._replace(count=jnp.where(failed, 0, state.count), fallbacks=state.fallbacks + failed.astype(jnp.int32))
+        return z_new, fz_new, _push(restarted, z_new, fz_new, active), 1

@@ -7,7 +7,7 @@ import pytest
 
 from implicit_jax.testing import contraction
 from implicit_jax.solvers import Anderson, FixedPointIteration, StopCriterion, iterate
-from implicit_jax.solvers.fixed_point.anderson import UNROLLED_SOLVE_MAX_SIZE, mixing_weights, solve_spd
+from implicit_jax.solvers.fixed_point.anderson import UNROLLED_SOLVE_MAX_SIZE, effective_regularization, mixing_weights, solve_spd
 
 
 def test_mixing_weights_solve_the_constrained_least_squares():
@@ -126,3 +126,80 @@ def test_degenerate_least_squares_falls_back_to_a_plain_step_instead_of_nan():
     z, info, _ = iterate(Anderson(), fn, jnp.zeros((1, 1), jnp.float64), StopCriterion(tol=1e-12, max_steps=50))
     assert bool(info.converged.all()) and bool(jnp.all(jnp.isfinite(z)))
     np.testing.assert_allclose(z, (0.1 * 1.036 + 0.3185) / 1.5, rtol=1e-12)
+
+
+def _float32_case(name):
+    h = jnp.array([[5.0, 0.3, 0.1], [0.3, 5.5, 0.2], [0.1, 0.2, 6.0]], jnp.float32)
+    b = jnp.array([1.0, 2.0, 3.0], jnp.float32)
+    if name == "diagonal, memory >= size":  # residuals become linearly dependent
+        # ||(I - J)^-1|| = 1000: a residual of tol leaves an error up to 1000 tol
+        return (lambda z: jnp.array([0.9, 0.99, 0.999], jnp.float32) * z), jnp.array([[1.0, 0.4, -0.2]], jnp.float32), jnp.zeros(3), 1e3
+    return (lambda z: z - (z @ h.T - b)), jnp.zeros((1, 3), jnp.float32), jnp.linalg.solve(h, b), 0.25  # eigenvalues -4..-5
+
+
+@pytest.mark.parametrize("name", ["diagonal, memory >= size", "linear, non-contractive"])
+def test_float32_converges_as_fast_as_float64_when_residuals_become_dependent(name):
+    fn, z0, solution, inverse_norm = _float32_case(name)
+    criterion = StopCriterion(tol=1e-5, max_steps=200, stop_mode="abs")
+    z32, info32, _ = iterate(Anderson(), fn, z0, criterion)
+    _, info64, _ = iterate(Anderson(), lambda z: fn(z.astype(jnp.float32)).astype(jnp.float64), z0.astype(jnp.float64), criterion)
+    assert bool(info32.converged.all()) and bool(info64.converged.all())
+    assert int(info32.steps) <= int(info64.steps) + 3 <= 12
+    np.testing.assert_allclose(z32[0], solution, atol=inverse_norm * criterion.tol)
+    assert int(info32.num_fallbacks[0]) == 0
+
+
+def test_regularization_floor_follows_the_dtype():
+    assert effective_regularization(1e-8, 5, jnp.float64) == 1e-8
+    assert effective_regularization(1e-8, 5, jnp.float32) == pytest.approx(50 * float(jnp.finfo(jnp.float32).eps))
+    assert effective_regularization(1e-2, 5, jnp.float32) == 1e-2
+
+
+def test_one_dimension_is_the_secant_method():
+    # An affine scalar map: the secant method is exact (up to the O(rho) regularisation) after
+    # two points, so each step gains a factor ~rho; plain iteration would gain a factor 2.
+    for dtype in (jnp.float32, jnp.float64):
+        fn = lambda z: 0.5 * z + jnp.asarray(3.0, dtype)  # noqa: E731
+        for tol, max_steps in ((1e-5, 3), (1e-12 if dtype == jnp.float64 else 1e-7, 4)):
+            z, info, _ = iterate(Anderson(), fn, jnp.zeros((1, 1), dtype), StopCriterion(tol=tol, max_steps=50))
+            assert bool(info.converged.all()) and int(info.steps) <= max_steps
+            np.testing.assert_allclose(z[0, 0], 6.0, rtol=2 * tol)  # error = residual / (1 - 0.5)
+
+
+def test_a_failed_least_squares_is_counted_and_restarts_the_history():
+    solver = Anderson(memory=3)
+    fn = lambda z: 0.5 * z  # noqa: E731
+    z = jnp.ones((2, 4))
+    state = solver.init(z, fn(z))
+    for _ in range(2):
+        z_prev = z
+        z, fz, state, _ = solver.step(fn, z, fn(z), state, jnp.ones(2, bool))
+    poisoned = state._replace(gram=state.gram.at[1, 0, 0].set(jnp.nan))  # sample 1's least squares fails
+    z_new, _, after, _ = solver.step(fn, z, fn(z), poisoned, jnp.ones(2, bool))
+    np.testing.assert_array_equal(after.fallbacks, [0, 1])
+    np.testing.assert_array_equal(after.count, [4, 1])  # sample 1 keeps only the newest pair
+    np.testing.assert_allclose(z_new[1], fn(z)[1])  # a plain fixed-point step
+    assert bool(jnp.all(jnp.isfinite(z_new)))
+    assert solver.num_fallbacks(after, 2).tolist() == [0, 1]
+    del z_prev
+
+
+def test_convergence_does_not_depend_on_xla_optimisation_flags():
+    # The step count of a float32 problem with dependent residuals must be the same with
+    # XLA's optimisations on and off (they change rounding in the Gram matrix).
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import jax.numpy as jnp, implicit_jax as ij\n"
+        "x0 = jnp.array([0.3, jnp.pi / 4, 0.6])\n"
+        "z, info = ij.fixed_point(lambda p, z, x: jnp.cos(z), (), (), z0=x0, solver=ij.Anderson(memory=4), tol=1e-6,"
+        " stop_mode='abs', max_steps=100, return_info=True)\n"
+        "print(int(info.steps), bool(info.converged))\n"
+    )
+    outputs = []
+    for flags in ("", "--xla_backend_optimization_level=0"):
+        env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+        outputs.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split())
+    assert outputs[0] == outputs[1] and outputs[0][1] == "True" and int(outputs[0][0]) <= 8

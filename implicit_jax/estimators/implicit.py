@@ -33,6 +33,11 @@ from implicit_jax.solvers import (
     resolve_solver,
 )
 
+#: A sample's adjoint iteration stops, unconverged, once its residual is this many times the
+#: smallest it reached: a diverging iteration (spectral radius of J above one) then reaches the
+#: fallback after a few steps instead of ``max_steps``.
+ADJOINT_DIVERGENCE_RATIO = 1e4
+
 #: names accepted by ``Implicit(solver=...)`` and ``ImplicitJVP(solver=...)``: the fixed-point solvers and GMRES.
 ADJOINT_SOLVERS = tuple(sorted(SOLVERS)) + ("gmres",)
 
@@ -96,6 +101,7 @@ class LinearSolveOptions:
             max_steps=forward.max_steps if self.max_steps is None else self.max_steps,
             stop_mode=forward.stop_mode,
             atol=forward.atol,
+            divergence_ratio=ADJOINT_DIVERGENCE_RATIO,
         )
 
 

@@ -63,6 +63,11 @@ class StopCriterion:
       stop_mode: ``"rel"``, ``"abs"`` or ``"mixed"``.
       throw: raise :class:`implicit_jax.NonConvergenceError` when a solve ends unconverged.
       atol: the absolute part of the ``"mixed"`` test (ignored by the other modes).
+      divergence_ratio: stop a sample (unconverged, keeping its best iterate) once its absolute
+        residual exceeds this multiple of the smallest one it has reached; ``None`` never does.
+        The adjoint solves of :class:`implicit_jax.Implicit` set it, so that an iteration
+        diverging on a Jacobian of spectral radius above one hands over to the GMRES
+        fallback after a few steps instead of ``max_steps``.
     """
 
     tol: float = 1e-5
@@ -70,6 +75,7 @@ class StopCriterion:
     stop_mode: StopMode = "rel"
     throw: bool = False
     atol: float = 0.0
+    divergence_ratio: float | None = None
 
     def __post_init__(self):
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
@@ -80,6 +86,8 @@ class StopCriterion:
             raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}.")
         if self.stop_mode not in STOP_MODES:
             raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {self.stop_mode!r}.")
+        if self.divergence_ratio is not None and not (isinstance(self.divergence_ratio, (int, float)) and self.divergence_ratio > 1):
+            raise ValueError(f"divergence_ratio must be a number > 1 or None, got {self.divergence_ratio!r}.")
         if self.atol and self.stop_mode != "mixed":
             raise ValueError(f"atol={self.atol!r} is used by stop_mode='mixed' only; got stop_mode={self.stop_mode!r}.")
 

@@ -56,10 +56,11 @@ def test_gmres_adjoint_is_exact_where_the_adjoint_iteration_diverges():
     chex.assert_trees_all_close(grads, (grads_exact, dx_exact), atol=1e-10)
     assert 1 <= float(info.steps) <= 6 and float(info.converged) == 1.0  # at most n Arnoldi steps
     _, diverged = grads_and_info("fixed_point_iteration", fallback=None)
-    assert float(diverged.converged) == 0.0 and float(diverged.steps) == 60
+    # |eigenvalue| 1.5: the residual grows 1e4-fold (ADJOINT_DIVERGENCE_RATIO) in about 23 of the 60 steps
+    assert float(diverged.converged) == 0.0 and 20 <= float(diverged.steps) <= 26
     rescued, info = grads_and_info("fixed_point_iteration")  # the default: GMRES takes over
     chex.assert_trees_all_close(rescued, (grads_exact, dx_exact), atol=1e-10)
-    assert float(info.converged) == 1.0 and float(info.fallback_fraction) == 1.0 and 60 < float(info.steps) <= 66
+    assert float(info.converged) == 1.0 and float(info.fallback_fraction) == 1.0 and float(info.steps) <= 26 + 6
 
 
 def test_tanh_layer_matches_finite_differences():

@@ -71,3 +71,18 @@ def test_mixed_mode_gives_the_exact_gradient_through_the_adjoint():
                                      stop_mode="mixed", tol=1e-8, atol=1e-10)
     expected = np.linalg.inv(np.eye(2) - np.asarray(A, np.float64))
     np.testing.assert_allclose(jax.jacrev(solve)(b), expected, rtol=1e-6)
+
+
+def test_divergence_ratio_stops_a_diverging_sample_early_and_leaves_the_others():
+    from implicit_jax.solvers import FixedPointIteration
+
+    scale = jnp.array([[0.5], [2.0]], jnp.float32)  # row 0 contracts, row 1 doubles its residual per step
+    fn = lambda z: scale * z + 1.0  # noqa: E731
+    z0 = jnp.zeros((2, 3), jnp.float32)
+    _, info, _ = iterate(FixedPointIteration(), fn, z0, StopCriterion(tol=1e-6, max_steps=60, divergence_ratio=1e3))
+    assert info.converged.tolist() == [True, False]
+    assert int(info.steps) <= 25  # row 1 stops after about log2(1e3) = 10 steps, row 0 converges in ~21
+    _, info, _ = iterate(FixedPointIteration(), fn, z0, StopCriterion(tol=1e-6, max_steps=60))
+    assert int(info.steps) == 60  # without it, the diverging row runs to max_steps
+    with pytest.raises(ValueError, match="divergence_ratio must be a number > 1"):
+        StopCriterion(divergence_ratio=0.5)

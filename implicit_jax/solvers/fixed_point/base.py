@@ -105,6 +105,7 @@ class IterationCarry(NamedTuple):
     best_z: jax.Array
     best_abs: jax.Array
     best_rel: jax.Array
+    lowest_abs: jax.Array  # smallest absolute residual seen (the divergence test's reference)
     active: jax.Array
     steps: jax.Array
     num_fn_evals: jax.Array
@@ -118,7 +119,7 @@ def initial_carry(
     abs0, rel0 = residuals(z0, fz0)
     state0 = (solver.init if init is None else init)(z0, fz0)
     done0 = (stop_metric(criterion, abs0, rel0) <= metric_bound(criterion)) | ~jnp.isfinite(abs0)
-    return IterationCarry(z0, fz0, state0, z0, abs0, rel0, ~done0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32))
+    return IterationCarry(z0, fz0, state0, z0, abs0, rel0, abs0, ~done0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32))
 
 
 def iteration_step(solver: AbstractFixedPointSolver, fn: FlatFn, criterion: StopCriterion, c: IterationCarry) -> IterationCarry:
@@ -128,6 +129,7 @@ def iteration_step(solver: AbstractFixedPointSolver, fn: FlatFn, criterion: Stop
     m_new, m_best = stop_metric(criterion, abs_res, rel_res), stop_metric(criterion, c.best_abs, c.best_rel)
     finite = jnp.isfinite(abs_res)
     better = c.active & ((m_new < m_best) | ~finite)
+    diverged = jnp.zeros_like(finite) if criterion.divergence_ratio is None else abs_res > criterion.divergence_ratio * c.lowest_abs
     # A finished row's result is its best iterate, fixed from now on (`better` needs `active`),
     # and solvers mask their own memory by `active`; its z and fz are never read again, so they
     # are not held back with a select (a pass over the batch and a copy of fz per step).
@@ -138,7 +140,8 @@ def iteration_step(solver: AbstractFixedPointSolver, fn: FlatFn, criterion: Stop
         best_z=_select_rows(better, z, c.best_z),
         best_abs=jnp.where(better, abs_res, c.best_abs),
         best_rel=jnp.where(better, rel_res, c.best_rel),
-        active=c.active & finite & (m_new > metric_bound(criterion)),
+        lowest_abs=jnp.where(c.active, jnp.minimum(c.lowest_abs, abs_res), c.lowest_abs),
+        active=c.active & finite & ~diverged & (m_new > metric_bound(criterion)),
         steps=c.steps + 1,
         num_fn_evals=c.num_fn_evals + nfev,
     )

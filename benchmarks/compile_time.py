@@ -1,0 +1,174 @@
+"""Compile time of one solve plus gradient, per solver x estimator, against jaxopt and optimistix.
+
+Research code recompiles at every new shape, configuration or estimator, so the time from
+``jax.jit(jax.value_and_grad(loss))`` to a runnable executable is felt daily. For each
+method this prints the tracing/lowering time (Python: building the jaxpr and the HLO) and
+the XLA compile time, each the median of --repeats fresh traces (a new function object
+each time, so nothing is cached), and their sum as a ratio to optimistix's. Run time is
+measured by ``benchmarks/backward.py``; this script measures compilation only.
+
+Problems (float32, forward tolerance 1e-5, 100 steps at most; loss ``sum(c * z*)``):
+
+* ``small``: the tanh layer ``z = tanh(W z + U x)`` with 28 units, one sample, unbatched;
+* ``deq``: the same layer at 64 samples x 256 units, batched (the benchmark DEQ layer).
+
+    python benchmarks/compile_time.py                  # both problems, with peers
+    python benchmarks/compile_time.py --problems small --repeats 1 --no-peers
+
+Writes the table as JSON to --out (default benchmarks/results/compile_time.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+import implicit_jax as ij
+from implicit_jax.testing import tanh_layer
+
+TOL = 1e-5
+MAX_STEPS = 100
+RESULTS = Path(__file__).resolve().parent / "results"
+#: (solver, backward) pairs measured; SHINE reads Broyden's inverse estimate.
+METHODS = [(s, b) for s in ("fixed_point_iteration", "anderson", "broyden") for b in ("implicit", "implicit_jvp", "jfb", "unroll")]
+METHODS.insert(METHODS.index(("broyden", "jfb")), ("broyden", "shine"))
+OPTIMISTIX = "optimistix FixedPointIteration (ImplicitAdjoint, GMRES)"
+
+
+@dataclasses.dataclass
+class Row:
+    problem: str
+    method: str
+    trace_s: float
+    compile_s: float
+    total_s: float
+    vs_optimistix: float | None = None
+
+
+def problem(name: str):
+    """``(f(params, z, x), params, x, c, batched)`` of the named problem."""
+    d, batch = (28, 1) if name == "small" else (256, 64)
+    f, params, x, c = tanh_layer(d=d, batch=batch, dtype=jnp.float32)
+    if name == "small":  # one unbatched sample
+        return (lambda p, z, x: f(p, z[None], x[None])[0]), params, x[0], c[0], False
+    return f, params, x, c, True
+
+
+def ours(name: str, solver: str, backward: str) -> Callable[[], Callable]:
+    f, _, x, c, batched = problem(name)
+
+    def make():
+        def loss(p):
+            return jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=batched))
+
+        return jax.value_and_grad(loss)
+
+    return make
+
+
+def optimistix_loss(name: str) -> Callable[[], Callable]:
+    import lineax as lx
+    import optimistix as optx
+
+    f, _, x, c, _ = problem(name)
+
+    def make():
+        adjoint = optx.ImplicitAdjoint(linear_solver=lx.GMRES(rtol=TOL, atol=TOL))
+
+        def loss(p):
+            solution = optx.fixed_point(lambda z, p: f(p, z, x), optx.FixedPointIteration(rtol=TOL, atol=TOL), jnp.zeros_like(x), p,
+                                        max_steps=MAX_STEPS, adjoint=adjoint, throw=False)
+            return jnp.sum(c * solution.value)
+
+        return jax.value_and_grad(loss)
+
+    return make
+
+
+def jaxopt_loss(name: str, anderson: bool) -> Callable[[], Callable]:
+    import jaxopt
+
+    f, _, x, c, _ = problem(name)
+
+    def make():
+        kind = jaxopt.AndersonAcceleration if anderson else jaxopt.FixedPointIteration
+        solver = kind(lambda z, p: f(p, z, x), maxiter=MAX_STEPS, tol=TOL, implicit_diff=True)
+
+        def loss(p):
+            return jnp.sum(c * solver.run(jnp.zeros_like(x), p).params)
+
+        return jax.value_and_grad(loss)
+
+    return make
+
+
+def compile_seconds(make: Callable[[], Callable], params, repeats: int) -> tuple[float, float]:
+    """Median ``(trace + lower, XLA compile)`` seconds over ``repeats`` fresh functions; each executable is run once."""
+    traces, compiles = [], []
+    for _ in range(repeats):
+        fn = jax.jit(make())
+        start = time.perf_counter()
+        lowered = fn.lower(params)
+        middle = time.perf_counter()
+        compiled = lowered.compile()
+        end = time.perf_counter()
+        jax.block_until_ready(compiled(params))
+        traces.append(middle - start)
+        compiles.append(end - middle)
+    return statistics.median(traces), statistics.median(compiles)
+
+
+def table(names: list[str], repeats: int, peers: bool) -> list[Row]:
+    rows = []
+    for name in names:
+        params = problem(name)[1]
+        compile_seconds(ours(name, "fixed_point_iteration", "jfb"), params, 1)  # warm up JAX's own caches
+        methods = [(f"{s} / {b}", ours(name, s, b)) for s, b in METHODS]
+        if peers:
+            methods += [(OPTIMISTIX, optimistix_loss(name)), ("jaxopt FixedPointIteration (implicit, normal-CG)", jaxopt_loss(name, False)),
+                        ("jaxopt AndersonAcceleration (implicit, normal-CG)", jaxopt_loss(name, True))]
+        for method, make in methods:
+            trace, compile_ = compile_seconds(make, params, repeats)
+            rows.append(Row(name, method, trace, compile_, trace + compile_))
+            print(f"{name:6s} {method:52s} trace {trace:6.2f} s  compile {compile_:6.2f} s  total {trace + compile_:6.2f} s", flush=True)
+        reference = next((r.total_s for r in rows if r.problem == name and r.method == OPTIMISTIX), None)
+        for r in rows:
+            if r.problem == name and reference:
+                r.vs_optimistix = r.total_s / reference
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", default="small,deq", help="comma-separated: small, deq")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh traces per method (median)")
+    parser.add_argument("--no-peers", action="store_true", help="skip jaxopt and optimistix")
+    parser.add_argument("--out", default=str(RESULTS / "compile_time.json"))
+    args = parser.parse_args()
+    names = [n for n in args.problems.split(",") if n]
+    unknown = sorted(set(names) - {"small", "deq"})
+    if unknown:
+        parser.error(f"unknown --problems {unknown}; valid: small, deq")
+    rows = table(names, args.repeats, not args.no_peers)
+    print(f"\n{'problem':7s} {'method':52s} {'trace s':>8s} {'compile s':>10s} {'total s':>8s} {'/ optimistix':>13s}")
+    for r in rows:
+        ratio = f"{r.vs_optimistix:13.2f}" if r.vs_optimistix else f"{'-':>13s}"
+        print(f"{r.problem:7s} {r.method:52s} {r.trace_s:8.2f} {r.compile_s:10.2f} {r.total_s:8.2f} {ratio}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"jax": jax.__version__, "backend": jax.default_backend(), "machine": platform.machine(), "repeats": args.repeats}
+    out.write_text(json.dumps({"meta": meta, "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -41,6 +41,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: (solver, backward) pairs measured; SHINE reads Broyden's inverse estimate.
 METHODS = [(s, b) for s in ("fixed_point_iteration", "anderson", "broyden") for b in ("implicit", "implicit_jvp", "jfb", "unroll")]
 METHODS.insert(METHODS.index(("broyden", "jfb")), ("broyden", "shine"))
+#: label -> (solver, backward object): the default's parts, and optimistix's algorithm (plain iteration, GMRES adjoint).
+CONFIGURED = {
+    "anderson / Implicit(fallback=None)": ("anderson", ij.Implicit(fallback=None)),
+    "fixed_point_iteration / Implicit(fallback=None)": ("fixed_point_iteration", ij.Implicit(fallback=None)),
+    "fixed_point_iteration / Implicit(solver=GMRES())": ("fixed_point_iteration", ij.Implicit(solver=ij.GMRES())),
+}
 OPTIMISTIX = "optimistix FixedPointIteration (ImplicitAdjoint, GMRES)"
 
 
@@ -63,7 +69,7 @@ def problem(name: str):
     return f, params, x, c, True
 
 
-def ours(name: str, solver: str, backward: str) -> Callable[[], Callable]:
+def ours(name: str, solver: str, backward) -> Callable[[], Callable]:
     f, _, x, c, batched = problem(name)
 
     def make():
@@ -133,6 +139,7 @@ def table(names: list[str], repeats: int, peers: bool) -> list[Row]:
         params = problem(name)[1]
         compile_seconds(ours(name, "fixed_point_iteration", "jfb"), params, 1)  # warm up JAX's own caches
         methods = [(f"{s} / {b}", ours(name, s, b)) for s, b in METHODS]
+        methods += [(label, ours(name, s, b)) for label, (s, b) in CONFIGURED.items()]
         if peers:
             methods += [(OPTIMISTIX, optimistix_loss(name)), ("jaxopt FixedPointIteration (implicit, normal-CG)", jaxopt_loss(name, False)),
                         ("jaxopt AndersonAcceleration (implicit, normal-CG)", jaxopt_loss(name, True))]

@@ -13,7 +13,7 @@ Problems (float32, forward tolerance 1e-5, 100 steps at most; loss ``sum(c * z*)
 * ``deq``: the same layer at 64 samples x 256 units, batched (the benchmark DEQ layer).
 
     python benchmarks/compile_time.py                  # both problems, with peers
-    python benchmarks/compile_time.py --problems small --repeats 1 --no-peers
+    python benchmarks/compile_time.py --problems small --repeats 1 --no-peers --methods anderson
 
 Writes the table as JSON to --out (default benchmarks/results/compile_time.json).
 """
@@ -133,7 +133,7 @@ def compile_seconds(make: Callable[[], Callable], params, repeats: int) -> tuple
     return statistics.median(traces), statistics.median(compiles)
 
 
-def table(names: list[str], repeats: int, peers: bool) -> list[Row]:
+def table(names: list[str], repeats: int, peers: bool, only: list[str] | None = None) -> list[Row]:
     rows = []
     for name in names:
         params = problem(name)[1]
@@ -143,6 +143,8 @@ def table(names: list[str], repeats: int, peers: bool) -> list[Row]:
         if peers:
             methods += [(OPTIMISTIX, optimistix_loss(name)), ("jaxopt FixedPointIteration (implicit, normal-CG)", jaxopt_loss(name, False)),
                         ("jaxopt AndersonAcceleration (implicit, normal-CG)", jaxopt_loss(name, True))]
+        if only:
+            methods = [(m, make) for m, make in methods if any(key in m for key in only)]
         for method, make in methods:
             trace, compile_ = compile_seconds(make, params, repeats)
             rows.append(Row(name, method, trace, compile_, trace + compile_))
@@ -159,13 +161,14 @@ def main():
     parser.add_argument("--problems", default="small,deq", help="comma-separated: small, deq")
     parser.add_argument("--repeats", type=int, default=3, help="fresh traces per method (median)")
     parser.add_argument("--no-peers", action="store_true", help="skip jaxopt and optimistix")
+    parser.add_argument("--methods", default="", help="comma-separated substrings; keep only the methods containing one")
     parser.add_argument("--out", default=str(RESULTS / "compile_time.json"))
     args = parser.parse_args()
     names = [n for n in args.problems.split(",") if n]
     unknown = sorted(set(names) - {"small", "deq"})
     if unknown:
         parser.error(f"unknown --problems {unknown}; valid: small, deq")
-    rows = table(names, args.repeats, not args.no_peers)
+    rows = table(names, args.repeats, not args.no_peers, [m for m in args.methods.split(",") if m])
     print(f"\n{'problem':7s} {'method':52s} {'trace s':>8s} {'compile s':>10s} {'total s':>8s} {'/ optimistix':>13s}")
     for r in rows:
         ratio = f"{r.vs_optimistix:13.2f}" if r.vs_optimistix else f"{'-':>13s}"

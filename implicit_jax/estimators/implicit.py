@@ -63,7 +63,9 @@ class LinearSolveOptions:
         :math:`u \mapsto A u + b` diverges when :math:`A` has spectral radius at least one,
         and would otherwise hand back an exploding gradient. ``BackwardInfo.fallback_fraction``
         reports the share of samples rescued. ``None``: no fallback (the failure is still
-        reported, and raised with ``throw=True``).
+        reported, and raised with ``throw=True``). A fixed-point ``solver`` stops a sample whose
+        residual grows :data:`ADJOINT_DIVERGENCE_RATIO` times its lowest, so a diverging
+        sample is handed over after a few steps.
     """
 
     solver: str | AbstractFixedPointSolver | AbstractLinearSolver = "anderson"

@@ -33,6 +33,14 @@ def test_backward_benchmark_runs_without_peers(tmp_path):
     assert "anderson" not in out.stdout  # --methods left the others out
 
 
+def test_compile_time_benchmark_runs_without_peers(tmp_path):
+    target = tmp_path / "compile.json"
+    out = run("benchmarks/compile_time.py", "--problems", "small", "--repeats", "1", "--no-peers", "--methods", "fixed_point_iteration / jfb",
+              "--out", str(target))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fixed_point_iteration / jfb" in out.stdout and "anderson" not in out.stdout and target.exists()
+
+
 def test_train_script_runs_the_smoke_config_and_resumes(tmp_path):
     workdir = str(tmp_path / "smoke")
     out = run("scripts/train.py", "--config", "configs/smoke.py", "--workdir", workdir, "--progress=false",

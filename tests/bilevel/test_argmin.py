@@ -158,3 +158,17 @@ def test_every_backward_on_pytrees_under_jit_with_its_tap(backward):
         assert float(info.converged) == 1.0 if backward == "implicit" else np.isnan(float(info.converged))
     estimator = ARGMIN_BACKWARDS[backward]()
     assert hash(estimator) == hash(ARGMIN_BACKWARDS[backward]()) and estimator.name == backward
+
+
+@pytest.mark.parametrize("optimizer", [optax.lbfgs(), optax.adam(0.05), optax.sgd(0.3)], ids=["lbfgs", "adam", "sgd"])
+def test_any_optax_optimizer_as_the_inner_solver_gives_the_exact_hypergradient(optimizer):
+    exact = ridge.exact_hypergradient(LAM)
+    chex.assert_trees_all_close(hypergrad("implicit", solver=optimizer, max_steps=3000, tol=1e-9), exact, rtol=1e-6)
+
+
+def test_shine_with_optax_lbfgs_reads_its_own_secant_pairs():
+    # SHINE's inverse Hessian comes from the pairs OptaxMinimizer records (optax's L-BFGS state is
+    # not read); with L-BFGS steps they are good curvature pairs, so SHINE is close to exact.
+    exact = ridge.exact_hypergradient(LAM)
+    shine = hypergrad("shine", solver=optax.lbfgs(), tol=1e-9)
+    assert abs(float(shine - exact)) < 0.05 * abs(float(exact))

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from implicit_jax import _flat
+from implicit_jax import _flat, _partition
 from implicit_jax.errors import raise_if_not_converged
 from implicit_jax.estimators import AbstractBackward, BackwardInfo, FixedPointProblem, resolve_backward
 from implicit_jax.solvers import AbstractFixedPointSolver, SolverInfo, StopCriterion, resolve_solver
@@ -27,6 +27,23 @@ def _check_map(f, params, z0, x) -> None:
         shapes = jax.tree_util.tree_map(lambda a: f"{jnp.result_type(a)}{list(jnp.shape(a))}", z0)
         raise type(error)(f"f(params, z, x) failed when called with z of shapes {shapes}: {error}") from error
     _flat.check_same_layout(z0, out)
+
+
+def _carry_static_leaves(f, params, x):
+    """``(f, params, x)`` with the non-array leaves of ``params`` and ``x`` moved into ``f``.
+
+    An Equinox module holds its activation function as a leaf; only the array leaves can be
+    arguments of the traced solve (and receive gradients), the others ride along in ``f``.
+    """
+    if not (_partition.has_static_leaves(params) or _partition.has_static_leaves(x)):
+        return f, params, x
+    params_arrays, params_static = _partition.partition(params)
+    x_arrays, x_static = _partition.partition(x)
+
+    def f_on_arrays(p, z, xx):
+        return f(_partition.combine(p, params_static), z, _partition.combine(xx, x_static))
+
+    return f_on_arrays, params_arrays, x_arrays
 
 
 def _drop_batch(info: SolverInfo) -> SolverInfo:
@@ -89,9 +106,13 @@ def fixed_point(
     backward.check_solver(solver)
     criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw, atol=atol)
     if z0 is None:
-        if not jax.tree_util.tree_leaves(x):
-            raise ValueError("z0 defaults to zeros_like(x), but x has no array leaves; pass z0 (the initial state).")
+        if not jax.tree_util.tree_leaves(x) or _partition.has_static_leaves(x):
+            raise ValueError("z0 defaults to zeros_like(x), but x has no array leaves or some that are not arrays; pass z0 (the initial state).")
         z0 = jax.tree_util.tree_map(jnp.zeros_like, x)
+    if _partition.has_static_leaves(z0):
+        raise TypeError(f"the fixed-point state z0 must hold only arrays; it has leaves of type {_partition.static_leaf_types(z0)}. "
+                        "Keep functions and other static values in params, in x or in f's closure.")
+    f, params, x = _carry_static_leaves(f, params, x)
     layout = _flat.layout_of(z0, batched)
     _check_map(f, params, z0, x)
 

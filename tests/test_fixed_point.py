@@ -193,3 +193,60 @@ def test_throw_raises_on_non_convergence(jit):
         jax.block_until_ready(solve(x))
     # and nothing is raised when it converges
     jax.block_until_ready(ij.fixed_point(f, params, x, batched=True, tol=1e-4, throw=True))
+
+
+# Models as params: an Equinox MLP (its activation function is a pytree leaf), an NNX module,
+# a Linen apply. Exact estimators match autodiff through the iterations; the others run.
+def _equinox_problem(dtype):
+    eqx = pytest.importorskip("equinox")
+    mlp = eqx.nn.MLP(in_size=4, out_size=4, width_size=8, depth=1, activation=jnp.tanh, key=jax.random.PRNGKey(0))
+    mlp = jax.tree_util.tree_map(lambda a: (0.3 * a).astype(dtype) if eqx.is_array(a) else a, mlp)
+    return eqx, mlp, (lambda m, z, x: 0.5 * m(z) + x), jnp.linspace(-1.0, 1.0, 4, dtype=dtype)
+
+
+@pytest.mark.parametrize("solver", ["anderson", "broyden", "fixed_point_iteration"])
+def test_equinox_module_as_params_exact_gradients(solver):
+    eqx, mlp, cell, x = _equinox_problem(jnp.float64)
+
+    def loss(m, backward):
+        return jnp.sum(ij.fixed_point(cell, m, x, solver=solver, backward=backward, tol=1e-12, max_steps=300) ** 2)
+
+    reference = eqx.filter_grad(lambda m: loss(m, "unroll"))(mlp)
+    for backward in ("implicit", "implicit_jvp"):
+        grads = eqx.filter_jit(eqx.filter_grad(lambda m: loss(m, backward)))(mlp)
+        chex.assert_trees_all_close(eqx.filter(grads, eqx.is_array), eqx.filter(reference, eqx.is_array), atol=1e-9)
+
+
+@pytest.mark.parametrize("backward", ["shine", "jfb", "phantom_unroll", "phantom_neumann"])
+def test_equinox_module_as_params_with_every_other_estimator(backward):
+    eqx, mlp, cell, x = _equinox_problem(jnp.float32)
+    solver = "broyden" if backward == "shine" else "anderson"
+    grads = eqx.filter_grad(lambda m: jnp.sum(ij.fixed_point(cell, m, x, solver=solver, backward=backward) ** 2))(mlp)
+    assert grads.activation is None  # eqx.filter_grad's convention for non-array leaves
+    assert jax.tree_util.tree_structure(eqx.filter(grads, eqx.is_array)) == jax.tree_util.tree_structure(eqx.filter(mlp, eqx.is_array))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_array)))
+
+
+def test_nnx_module_and_linen_apply_as_params():
+    from flax import linen, nnx
+
+    x = jnp.linspace(-1.0, 1.0, 4, dtype=jnp.float32)
+    layer = nnx.Linear(4, 4, rngs=nnx.Rngs(0))
+    nnx_cell = lambda m, z, x: jnp.tanh(0.3 * m(z)) + x  # noqa: E731
+    grads = nnx.grad(lambda m: jnp.sum(ij.fixed_point(nnx_cell, m, x, tol=1e-6) ** 2))(layer)
+    reference = nnx.grad(lambda m: jnp.sum(ij.fixed_point(nnx_cell, m, x, tol=1e-6, backward="unroll", max_steps=100) ** 2))(layer)
+    chex.assert_trees_all_close(grads, reference, atol=1e-4)
+
+    dense = linen.Dense(4)
+    variables = dense.init(jax.random.PRNGKey(0), x)
+    linen_cell = lambda v, z, x: jnp.tanh(0.3 * dense.apply(v, z)) + x  # noqa: E731
+    grads = jax.grad(lambda v: jnp.sum(ij.fixed_point(linen_cell, v, x, tol=1e-6) ** 2))(variables)
+    reference = jax.grad(lambda v: jnp.sum(ij.fixed_point(linen_cell, v, x, tol=1e-6, backward="unroll", max_steps=100) ** 2))(variables)
+    chex.assert_trees_all_close(grads, reference, atol=1e-4)
+
+
+def test_a_state_with_non_array_leaves_is_refused():
+    with pytest.raises(TypeError, match="z0 must hold only arrays.*function"):
+        ij.fixed_point(lambda p, z, x: z, (), (), z0=(jnp.ones(2), jnp.tanh))
+    with pytest.raises(ValueError, match="pass z0"):
+        ij.fixed_point(lambda p, z, x: z, (), {"a": jnp.ones(2), "act": jnp.tanh})

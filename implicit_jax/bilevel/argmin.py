@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from implicit_jax import _flat
+from implicit_jax import _flat, _partition
 from implicit_jax._checks import check_float_scalar, describe, eval_shape_or_explain
 from implicit_jax._registry import resolve
 from implicit_jax.adjoint import BackwardInfo
@@ -106,6 +106,13 @@ def argmin(
     minimizer = resolve_minimizer(solver)
     backward = resolve_argmin_backward(backward)
     criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw, atol=atol)
+    if _partition.has_static_leaves(w0):
+        raise TypeError(f"argmin's w0 must hold only arrays; it has leaves of type {_partition.static_leaf_types(w0)}. "
+                        "Keep functions and other static values in hparams or in g's closure.")
+    if _partition.has_static_leaves(hparams):  # e.g. an Equinox module: its non-array leaves ride along in g
+        hparams, static = _partition.partition(hparams)
+        user_g = g
+        g = lambda w, h: user_g(w, _partition.combine(h, static))  # noqa: E731
     _check_inputs(w0, hparams)
     _check_objective(g, w0, hparams)
     w0_flat, unravel = ravel_pytree(w0)

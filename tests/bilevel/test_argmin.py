@@ -172,3 +172,18 @@ def test_shine_with_optax_lbfgs_reads_its_own_secant_pairs():
     exact = ridge.exact_hypergradient(LAM)
     shine = hypergrad("shine", solver=optax.lbfgs(), tol=1e-9)
     assert abs(float(shine - exact)) < 0.05 * abs(float(exact))
+
+
+def test_hparams_with_non_array_leaves_equinox_style():
+    eqx = pytest.importorskip("equinox")
+
+    class Ridge(eqx.Module):
+        log_lam: jax.Array
+        penalty: object  # a function: a non-array leaf
+
+    hparams = Ridge(LAM, lambda w: jnp.sum(w ** 2))
+    g = lambda w, h: ridge.inner(w, h.log_lam) - 0.5 * jnp.exp(h.log_lam) * jnp.sum(w ** 2) + 0.5 * jnp.exp(h.log_lam) * h.penalty(w)  # noqa: E731
+    grads = eqx.filter_grad(lambda h: ridge.outer(ij.argmin(g, h, W0, tol=1e-10)))(hparams)
+    chex.assert_trees_all_close(grads.log_lam, ridge.exact_hypergradient(LAM), rtol=1e-6)
+    with pytest.raises(TypeError, match="w0 must hold only arrays"):
+        ij.argmin(ridge.inner, LAM, (W0, jnp.tanh))

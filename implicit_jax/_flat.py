@@ -110,8 +110,20 @@ def check_same_layout(z_in: PyTree, z_out: PyTree, what: str = "f(params, z, x)"
             )
 
 
+def accumulation_dtype(dtype) -> Any:
+    """The dtype that reductions over a state of ``dtype`` accumulate in: at least float32.
+
+    bfloat16 keeps 8 significant bits, float16 11: a sum of squares over thousands of entries
+    in them loses the residual's leading digits. The state stays in its own dtype; norms,
+    inner products and the small dense algebra of the solvers use this one (the policy of
+    optax's moment statistics under mixed precision).
+    """
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def row_norm(a: jax.Array) -> jax.Array:
-    """Euclidean norm of each row of a ``(batch, n)`` array."""
+    """Euclidean norm of each row of a ``(batch, n)`` array, accumulated in :func:`accumulation_dtype`."""
+    a = a.astype(accumulation_dtype(a.dtype))
     return jnp.sqrt(jnp.sum(jnp.square(a), axis=-1))
 
 

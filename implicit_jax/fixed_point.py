@@ -7,6 +7,7 @@ Flax ``apply``: ``f(params, z, x) -> z``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -27,6 +28,25 @@ def _check_map(f, params, z0, x) -> None:
         shapes = jax.tree_util.tree_map(lambda a: f"{jnp.result_type(a)}{list(jnp.shape(a))}", z0)
         raise type(error)(f"f(params, z, x) failed when called with z of shapes {shapes}: {error}") from error
     _flat.check_same_layout(z0, out)
+
+
+#: A relative tolerance that each dtype reaches reliably (a few units of its rounding error).
+SENSIBLE_TOL = {"bfloat16": 1e-2, "float16": 2e-3, "float32": 1e-5, "float64": 1e-10}
+
+
+def _warn_if_unreachable(criterion: StopCriterion, dtype) -> None:
+    """Warn (at trace time) when a relative tolerance is below the state dtype's unit roundoff."""
+    if criterion.stop_mode == "abs" or (criterion.stop_mode == "mixed" and criterion.atol > 0):
+        return  # an absolute tolerance's reach depends on the scale of z, unknown here
+    roundoff = float(jnp.finfo(dtype).eps) / 2
+    if criterion.tol < roundoff:
+        name = jnp.dtype(dtype).name
+        warnings.warn(
+            f"tol={criterion.tol:g} is below what a {name} state can resolve (unit roundoff {roundoff:.1e}): "
+            f"the relative residual will rarely reach it, and samples will end converged=False after max_steps. "
+            f"Use tol >= {SENSIBLE_TOL.get(name, 10 * roundoff):g} for {name}, or solve in a wider dtype.",
+            stacklevel=3,
+        )
 
 
 def _carry_static_leaves(f, params, x):
@@ -114,6 +134,7 @@ def fixed_point(
                         "Keep functions and other static values in params, in x or in f's closure.")
     f, params, x = _carry_static_leaves(f, params, x)
     layout = _flat.layout_of(z0, batched)
+    _warn_if_unreachable(criterion, layout.dtype)
     _check_map(f, params, z0, x)
 
     # Hoist values that f closes over into explicit (differentiable) arguments, so that

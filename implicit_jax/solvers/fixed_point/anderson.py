@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from implicit_jax._flat import accumulation_dtype
 from implicit_jax.solvers.fixed_point.base import AbstractFixedPointSolver
 
 
@@ -60,7 +61,7 @@ def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) 
     rows = jnp.arange(batch)
     target = jnp.where(active, slot, memory)  # out of bounds: dropped
     gs = state.gs.at[rows, target].set(g, mode="drop")
-    cross = jnp.einsum("bmn,bn->bm", gs, g)
+    cross = jnp.einsum("bmn,bn->bm", gs, g, preferred_element_type=state.gram.dtype)
     gram = state.gram.at[rows, target].set(cross, mode="drop").at[rows, :, target].set(cross, mode="drop")
     return AndersonState(state.fs.at[rows, target].set(fx, mode="drop"), gs, gram, state.count + active.astype(jnp.int32), state.fallbacks)
 
@@ -170,7 +171,7 @@ class Anderson(AbstractFixedPointSolver):
     def init(self, z, fz):
         batch, n = z.shape
         empty = jnp.zeros((batch, self.memory, n), z.dtype)
-        gram = jnp.zeros((batch, self.memory, self.memory), z.dtype)
+        gram = jnp.zeros((batch, self.memory, self.memory), accumulation_dtype(z.dtype))  # small dense algebra in >= float32
         zeros = jnp.zeros((batch,), jnp.int32)
         return _push(AndersonState(empty, empty, gram, zeros, zeros), z, fz, jnp.ones((batch,), bool))
 
@@ -184,9 +185,10 @@ class Anderson(AbstractFixedPointSolver):
         # fixed-point step instead, with finite gradients when unrolled, and restarts its history.
         newest = jax.nn.one_hot((state.count - 1) % self.memory, self.memory, dtype=alpha.dtype)
         alpha = jnp.where(ok[:, None], alpha, newest)
-        mixed_f = jnp.einsum("bm,bmn->bn", alpha, state.fs)
+        mixed_f = jnp.einsum("bm,bmn->bn", alpha, state.fs, preferred_element_type=alpha.dtype)
         # x_i = f_i - g_i, so beta * sum a f + (1 - beta) * sum a x = sum a f - (1 - beta) * sum a g
-        z_new = mixed_f if self.mixing == 1.0 else mixed_f - (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.gs)
+        z_new = mixed_f if self.mixing == 1.0 else mixed_f - (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.gs, preferred_element_type=alpha.dtype)
+        z_new = z_new.astype(z.dtype)
         fz_new = fn(z_new)
         failed = active & ~ok
         restarted = state._replace(count=jnp.where(failed, 0, state.count), fallbacks=state.fallbacks + failed.astype(jnp.int32))

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from implicit_jax._flat import row_norm
+from implicit_jax._flat import accumulation_dtype, row_norm
 from implicit_jax.solvers.linear.base import AbstractLinearSolver
 from implicit_jax.solvers.stopping import SolverInfo, StopCriterion
 
@@ -103,11 +103,16 @@ def gmres(
       ``(x, info)``: ``info.steps`` counts the Arnoldi steps of the slowest row,
       ``info.num_fn_evals`` every product with ``M`` (one per step plus one per cycle for
       the true residual), and the residuals are the true ones, :math:`\\|b - M x\\|` and
-      that over :math:`\\|b\\|`, per row.
+      that over :math:`\\|b\\|`, per row. ``x`` has the dtype of ``b``; a bfloat16 or float16
+      system is solved in float32 (the products with ``M`` stay in the system's dtype).
     """
+    state_dtype = b.dtype
+    dtype = accumulation_dtype(state_dtype)
+    if dtype != state_dtype:
+        x, info = gmres(lambda v: matvec(v.astype(state_dtype)).astype(dtype), b.astype(dtype), x0.astype(dtype), criterion, restart=restart)
+        return x.astype(state_dtype), info
     batch, n = b.shape
     size = min(restart, n)
-    dtype = b.dtype
     b_norm = row_norm(b)
     threshold = criterion.threshold(b_norm)
 

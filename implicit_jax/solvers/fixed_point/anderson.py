@@ -119,7 +119,7 @@ def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def effective_regularization(regularization: float, memory: int, dtype) -> float:
-    """:math:`\rho = \max(\text{regularization},\ 10\, m\, \varepsilon)`: the floor keeps the scaled Gram system positive definite in ``dtype``."""
+    r""":math:`\rho = \max(\text{regularization},\ 10\, m\, \varepsilon)`: the floor keeps the scaled Gram system positive definite in ``dtype``."""
     return max(float(regularization), 10.0 * memory * float(jnp.finfo(dtype).eps))
 
 

@@ -68,7 +68,7 @@ def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def stop_metric(criterion: StopCriterion, abs_res: jax.Array, rel_res: jax.Array) -> jax.Array:
-    """The per-sample quantity that ``criterion`` compares with :func:`metric_bound` (lower is better).
+    r"""The per-sample quantity that ``criterion`` compares with :func:`metric_bound` (lower is better).
 
     ``"abs"`` and ``"rel"``: the residual of that name. ``"mixed"``: the ratio
     :math:`\|f(z) - z\| / (\text{atol} + \text{tol}\,\|f(z)\|)`, with

@@ -13,10 +13,8 @@ def get_config():
     c.outer_steps = 60
     c.outer_lr = 0.2
     c.inner_tol = 1e-5
-    c.cg_steps = 100
-    c.opa_every = 5
-    c.neumann_k = 20
-    c.neumann_step_size = 1.0  # must stay below 2 / (largest Hessian eigenvalue); use 0.05 for fashion_mnist_pair
+    # Neumann's step_size must stay below 2 / (largest Hessian eigenvalue); use 0.05 for fashion_mnist_pair.
+    c.backwards = "implicit:max_steps=100,shine,shine:opa_every=5,neumann:k=20:step_size=1.0,jfb"
     c.grid_min = -10.0
     c.grid_max = 1.0
     c.grid_size = 45

@@ -10,7 +10,7 @@ def get_config():
     c.num_values = 10  # K values per schedule, each shared by T/K contiguous steps
     c.outer_steps = 20
     c.outer_lr = 0.1
-    c.fg2u_directions = 8
+    c.methods = "reverse,fds,fg2u:num_directions=8"
     c.memory_horizons = "100,1000,10000"
     c.memory_budget_mib = 256
     return c

@@ -4,7 +4,10 @@
     python scripts/bilevel.py --config configs/bilevel_schedule_tuning.py --workdir runs/schedules
     python scripts/bilevel.py --config configs/bilevel_hyper_cleaning.py --workdir runs/cleaning
 
-Override any field with ``--config.FIELD=VALUE`` (unknown fields are refused).
+Override any field with ``--config.FIELD=VALUE`` (unknown fields are refused). The compared
+estimators take their options inline, e.g.
+``--config.backwards=implicit:max_steps=50,neumann:k=40:step_size=0.5`` or
+``--config.methods=reverse,fg2u:num_directions=16``.
 """
 
 from __future__ import annotations
@@ -19,24 +22,12 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for examples/
 
-import implicit_jax as ij  # noqa: E402
 from examples.bilevel import hyper_cleaning, logreg_ho, report, schedule_tuning  # noqa: E402
-from examples.bilevel.config import validate_bilevel_config  # noqa: E402
+from examples.bilevel.config import argmin_backwards, unrolled_methods, validate_bilevel_config  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "path to a bilevel config in configs/", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder")
 flags.mark_flags_as_required(["config", "workdir"])
-
-def argmin_backwards(config) -> dict:
-    """The HO comparison: name -> configured backward."""
-    return {
-        "implicit": ij.ArgminImplicit(max_steps=config.cg_steps),
-        "shine": "shine",
-        "shine_opa": ij.ArgminShine(opa_every=config.opa_every),
-        "neumann": ij.ArgminNeumann(k=config.neumann_k, step_size=config.neumann_step_size),
-        "jfb": "jfb",
-    }
-
 
 def run_logreg_ho(config, workdir):
     split = logreg_ho.breast_cancer() if config.dataset == "breast_cancer" else logreg_ho.fashion_mnist_pair(config.num_train, config.num_val)
@@ -44,11 +35,11 @@ def run_logreg_ho(config, workdir):
     for regularization in config.regularizations.split(","):
         per_feature = regularization == "per_feature"
         traces = {}
-        for name, backward in argmin_backwards(config).items():
+        for name, backward in argmin_backwards(config.backwards).items():
             trace = logreg_ho.run_hyperopt(split, backward, per_feature=per_feature, outer_steps=config.outer_steps,
                                            learning_rate=config.outer_lr, inner_tol=config.inner_tol, label=name)
             traces[name] = trace
-            print(f"{regularization:12s} {name:10s} held-out {min(trace.val_loss):.4f} (last {trace.val_loss[-1]:.4f}) "
+            print(f"{regularization:12s} {name:24s} held-out {min(trace.val_loss):.4f} (last {trace.val_loss[-1]:.4f}) "
                   f"test {trace.test_loss[-1]:.4f} in {trace.seconds[-1]:.2f} s, {np.mean(trace.inner_steps):.0f} inner steps/outer")
         results["runs"][regularization] = {name: t._asdict() for name, t in traces.items()}
         report.plot_curves(os.path.join(workdir, f"heldout_vs_time_{regularization}.png"),
@@ -56,16 +47,16 @@ def run_logreg_ho(config, workdir):
                            ylabel="held-out log loss", title=f"{split.name}: {regularization} regularisation")
     if "scalar" in config.regularizations.split(","):
         grid = logreg_ho.sklearn_grid_search(split, np.linspace(config.grid_min, config.grid_max, config.grid_size))
-        ours = results["runs"]["scalar"]["implicit"]
+        label, ours = next(iter(results["runs"]["scalar"].items()))
         results["sklearn_grid"] = grid
         print(f"cross-check: scikit-learn grid best log-lambda {grid['best_log_lam']:.2f} (held-out {grid['best_val_loss']:.4f}); "
-              f"HO with implicit ends at {float(np.ravel(ours['log_lam'])[0]):.2f} (held-out {ours['val_loss'][-1]:.4f})")
+              f"HO with {label} ends at {float(np.ravel(ours['log_lam'])[0]):.2f} (held-out {ours['val_loss'][-1]:.4f})")
     return results
 
 
 def run_schedule_tuning(config, workdir):
     split = schedule_tuning.digits_split()
-    methods = {"reverse": "reverse", "fds": "fds", "fg2u": ij.FG2U(num_directions=config.fg2u_directions)}
+    methods = unrolled_methods(config.methods)
     results = {"tuning": {}, "memory": {}}
     for name, method in methods.items():
         r = schedule_tuning.tune(split, config.num_steps, method, num_values=config.num_values, outer_steps=config.outer_steps,
@@ -93,10 +84,10 @@ def run_schedule_tuning(config, workdir):
 def run_hyper_cleaning(config, workdir):
     data = hyper_cleaning.fashion_mnist_cleaning(config.num_train, config.num_val, config.num_test, config.corruption)
     results = {}
-    for backward in config.backwards.split(","):
+    for name, backward in argmin_backwards(config.backwards).items():
         r = hyper_cleaning.run(data, backward, outer_steps=config.outer_steps, learning_rate=config.outer_lr, l2=config.l2)
-        results[backward] = r
-        print(f"{backward:9s} flagging precision {r['precision']:.3f} recall {r['recall']:.3f} F1 {r['f1']:.3f}; test accuracy "
+        results[name] = r
+        print(f"{name:9s} flagging precision {r['precision']:.3f} recall {r['recall']:.3f} F1 {r['f1']:.3f}; test accuracy "
               f"cleaned {100 * r['test_accuracy_cleaned']:.2f}% vs unweighted {100 * r['test_accuracy_unweighted']:.2f}% "
               f"(oracle {100 * r['test_accuracy_oracle']:.2f}%), {r['seconds']:.1f} s")
     report.plot_curves(os.path.join(workdir, "val_loss_vs_outer_step.png"),

@@ -3,11 +3,15 @@
     python scripts/compare_backward.py --config configs/digits_deq_mlp.py --workdir runs/compare
     python scripts/compare_backward.py --config configs/fashion_mnist_deq.py --workdir runs/compare_fm \
         --config.num_epochs=1 --backwards=implicit,jfb
+    python scripts/compare_backward.py --config configs/digits_deq_mlp.py --workdir runs/phantoms \
+        --backwards=implicit,phantom_unroll:k=3:damping=0.8,phantom_unroll:k=10,shine:refine=2
 
 Prints a table (test accuracy, forward and backward milliseconds per train step, mean
 forward solver steps, training seconds), writes it to ``WORKDIR/compare.json`` and saves
 ``WORKDIR/loss_vs_time.png``. Each estimator's run (metrics, plots, checkpoints) lands in
-``WORKDIR/<estimator>/``. SHINE needs the Broyden solver, so its run uses
+``WORKDIR/<estimator>/``. An estimator is a name, optionally with its options as
+``NAME:OPTION=VALUE:...`` (the keyword arguments of its class, as ``--config.backward_options``
+takes them), so one table can compare configurations of the same estimator. SHINE needs the Broyden solver, so its run uses
 ``solver="broyden"``; every other run uses the config's solver. Forward and backward
 times are medians over repeated calls of the jitted forward pass and of the jitted
 train step on one batch (backward = step - forward).
@@ -25,16 +29,17 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
 from benchmarks.timing import median_ms  # noqa: E402
+from implicit_jax._registry import parse_spec
 from implicit_jax.estimators import BACKWARDS
 from implicit_jax.train import fit, read_metrics, validate_config
 from implicit_jax.train import data as data_lib
 from implicit_jax.train import sharding
 from implicit_jax.train.loop import init_state, make_eval_step, make_train_step
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file", lock_config=False, accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder")
 _BACKWARDS = flags.DEFINE_list("backwards", ["implicit", "shine", "jfb", "phantom_unroll", "phantom_neumann"],
-                               f"estimators to compare, from {sorted(BACKWARDS)}")
+                               f"estimators to compare, from {sorted(BACKWARDS)}, each optionally NAME:OPTION=VALUE:...")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timing repeats per estimator")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -54,6 +59,28 @@ def step_times(config, dataset, state, repeats: int) -> tuple[float, float]:
     forward_ms = median_ms(forward, state.params, images, labels, mask, repeats=repeats)
     step_ms = median_ms(train, state, images, labels, repeats=repeats)
     return forward_ms, max(step_ms - forward_ms, 0.0)
+
+
+def run_config(base, spec: str):
+    """The validated config of one compared run: ``base`` with the backward (and its options) that ``spec`` names."""
+    name, options = parse_spec(spec)
+    if name not in BACKWARDS:
+        raise ValueError(f"unknown estimator {name!r} in --backwards={spec!r}; valid names are {sorted(BACKWARDS)}")
+    config = base.copy_and_resolve_references()
+    config.unlock()
+    config.backward = name
+    config.backward_options = options
+    if name == "shine":
+        config.solver, config.solver_options = "broyden", {}
+    try:
+        return validate_config(config)
+    except ValueError as error:
+        raise ValueError(f"--backwards entry {spec!r}: {error}") from None
+
+
+def run_folder(spec: str) -> str:
+    """A folder name for a run: ``phantom_unroll:k=3`` -> ``phantom_unroll-k3``."""
+    return spec.replace(":", "-").replace("=", "")
 
 
 def plot(runs: dict[str, str], target: str) -> None:
@@ -79,21 +106,17 @@ def plot(runs: dict[str, str], target: str) -> None:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    try:
+        validate_config(_CONFIG.value)
+        configs = {spec: run_config(_CONFIG.value, spec) for spec in _BACKWARDS.value}
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     base = _CONFIG.value
-    unknown = sorted(set(_BACKWARDS.value) - set(BACKWARDS))
-    if unknown:
-        sys.exit(f"error: unknown estimator(s) {unknown}; valid names are {sorted(BACKWARDS)}")
-    validate_config(base)
     dataset = data_lib.load(base.dataset, data_dir=base.data_dir, train_subset=base.train_subset,
                             test_subset=base.test_subset, seed=base.seed)
     rows, runs = [], {}
-    for name in _BACKWARDS.value:
-        config = base.copy_and_resolve_references()
-        config.unlock()
-        config.backward = name
-        if name == "shine":
-            config.solver = "broyden"
-        result = fit(config, os.path.join(_WORKDIR.value, name), dataset=dataset, progress=False)
+    for name, config in configs.items():
+        result = fit(config, os.path.join(_WORKDIR.value, run_folder(name)), dataset=dataset, progress=False)
         forward_ms, backward_ms = step_times(config, dataset, result.state, _REPEATS.value)
         train = [r for r in read_metrics(result.metrics_path) if "loss" in r]
         mean_steps = sum(r["forward_steps"] for r in train) / len(train)
@@ -103,12 +126,13 @@ def main(argv):
                          train_seconds=result.train_seconds))
         print(f"done {name}: test accuracy {100 * result.test_accuracy:.2f}%", flush=True)
     reference = next((r for r in rows if r["backward"] == "implicit"), rows[0])
-    print(f"\n{'backward':<16} {'solver':<9} {'test acc':>8} {'fwd ms':>8} {'bwd ms':>8} {'step/implicit':>13} "
+    width = max(16, *(len(r["backward"]) + 1 for r in rows))
+    print(f"\n{'backward':<{width}} {'solver':<9} {'test acc':>8} {'fwd ms':>8} {'bwd ms':>8} {'step/implicit':>13} "
           f"{'fwd steps':>9} {'train s':>8}")
     for r in rows:
         ratio = (r["forward_ms"] + r["backward_ms"]) / (reference["forward_ms"] + reference["backward_ms"])
         r["step_ratio_to_implicit"] = ratio
-        print(f"{r['backward']:<16} {r['solver']:<9} {100 * r['test_accuracy']:7.2f}% {r['forward_ms']:8.1f} "
+        print(f"{r['backward']:<{width}} {r['solver']:<9} {100 * r['test_accuracy']:7.2f}% {r['forward_ms']:8.1f} "
               f"{r['backward_ms']:8.1f} {ratio:13.2f} {r['mean_forward_steps']:9.1f} {r['train_seconds']:8.0f}")
     with open(os.path.join(_WORKDIR.value, "compare.json"), "w") as handle:
         json.dump(dict(config=base.to_dict(), rows=rows), handle, indent=1)

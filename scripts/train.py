@@ -4,9 +4,12 @@
     python scripts/train.py --config configs/digits_deq_mlp.py --workdir runs/digits --config.backward=shine \
         --config.solver=broyden
     python scripts/train.py --config configs/smoke.py --workdir runs/smoke --resume
+    python scripts/train.py --config configs/digits_deq_mlp.py --workdir runs/phantom --config.backward=phantom_unroll \
+        --config.backward_options.k=3 --config.backward_options.damping=0.8 --config.solver_options.memory=8
 
 The workdir receives ``metrics.jsonl``, ``loss.png``/``accuracy.png``, ``config.json`` and
-``checkpoints/``. ``--resume`` continues from the latest checkpoint. The configuration is
+``checkpoints/``; ``config.json`` also records the configured solver and backward objects.
+``solver_options``/``backward_options`` take the keyword arguments of the chosen classes. ``--resume`` continues from the latest checkpoint. The configuration is
 validated (unknown fields, wrong types, invalid values) before any data is loaded. For a
 multi-host run, see :mod:`implicit_jax.train.sharding`.
 """
@@ -20,7 +23,10 @@ from ml_collections import config_flags
 
 from implicit_jax.train import SCHEMA, fit, maybe_initialize_distributed, validate_config
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "path to a config file in configs/", lock_config=True)
+# New attributes are accepted so that --config.backward_options.k=3 can add an option; every name is
+# then checked (check_override_names, validate_config) before anything runs.
+_CONFIG = config_flags.DEFINE_config_file("config", None, "path to a config file in configs/", lock_config=False,
+                                          accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (metrics, plots, checkpoints)")
 _RESUME = flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
 _PROGRESS = flags.DEFINE_bool("progress", True, "show a progress bar")
@@ -31,7 +37,7 @@ def check_override_names(argv: list[str]) -> None:
     """Exit with the valid field names if a ``--config.NAME=...`` override names an unknown field."""
     for arg in argv:
         if arg.startswith("--config."):
-            name = arg[len("--config."):].split("=", 1)[0]
+            name = arg[len("--config."):].split("=", 1)[0].split(".", 1)[0]
             if name not in SCHEMA:
                 sys.exit(f"error: unknown config field {name!r} in {arg!r}; valid fields are {sorted(SCHEMA)}")
 

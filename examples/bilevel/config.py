@@ -5,6 +5,10 @@ its own schema below, in the format of :data:`implicit_jax.train.config.SCHEMA`
 (``field: (type, check, description)``). :func:`validate_bilevel_config` checks a config
 against the schema its ``experiment`` names and raises one ValueError listing every
 problem, before any data is loaded or anything compiled.
+
+The estimators an experiment compares are a comma-separated list of names, each optionally
+with its options as ``NAME:OPTION=VALUE:...`` (the keyword arguments of the class the name
+stands for), e.g. ``"implicit:max_steps=100,shine:opa_every=5,neumann:k=20:step_size=1.0"``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Any, Callable
 
 import ml_collections
 
-from implicit_jax.bilevel import ARGMIN_BACKWARDS
+from implicit_jax._registry import parse_spec
+from implicit_jax.bilevel.argmin import resolve_argmin_backward
+from implicit_jax.bilevel.unrolled import resolve_method
 from implicit_jax.train.config import raise_on_problems, schema_problems
 
 LOGREG_DATASETS = ("breast_cancer", "fashion_mnist_pair")
@@ -38,6 +44,31 @@ def _comma_list_of(valid: tuple[str, ...]) -> Callable[[str], bool]:
     return check
 
 
+def configured_list(value: str, resolver: Callable[[str, dict], Any]) -> dict[str, Any]:
+    """``"a,b:k=3"`` -> ``{"a": resolver("a", {}), "b:k=3": resolver("b", {"k": 3})}``; ValueError naming the bad entry."""
+    configured = {}
+    for spec in value.split(","):
+        try:
+            configured[spec] = resolver(*parse_spec(spec))
+        except ValueError as error:
+            raise ValueError(f"entry {spec!r}: {error}") from None
+    return configured
+
+
+def argmin_backwards(value: str) -> dict[str, Any]:
+    """The configured argmin backwards of a ``backwards`` field, keyed by their entries."""
+    return configured_list(value, resolve_argmin_backward)
+
+
+def unrolled_methods(value: str) -> dict[str, Any]:
+    """The configured unrolled-hypergradient methods of a ``methods`` field, keyed by their entries."""
+    return configured_list(value, resolve_method)
+
+
+#: fields whose value is a list of configured estimators, and how to build them.
+CONFIGURED_LISTS: dict[str, Callable[[str], dict[str, Any]]] = {"backwards": argmin_backwards, "methods": unrolled_methods}
+
+
 def _positive_int_list(value: str) -> bool:
     try:
         return bool(value) and all(int(item) > 0 for item in value.split(","))
@@ -57,10 +88,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, Any, str]]] = {
         "outer_steps": (int, _positive, "hypergradient steps"),
         "outer_lr": (float, _positive, "outer (Adam) learning rate"),
         "inner_tol": (float, _positive, "inner L-BFGS gradient-norm tolerance"),
-        "cg_steps": (int, _positive, "CG iteration cap of the implicit backward"),
-        "opa_every": (int, _positive, "inner steps between OPA extra secant pairs"),
-        "neumann_k": (int, _positive, "Neumann series terms"),
-        "neumann_step_size": (float, _positive, "Neumann step size (below 2 / largest Hessian eigenvalue)"),
+        "backwards": (str, None, "comma-separated argmin backwards to compare, each NAME[:OPTION=VALUE...]"),
         "grid_min": (float, None, "smallest log10 strength of the scikit-learn grid"),
         "grid_max": (float, None, "largest log10 strength of the scikit-learn grid"),
         "grid_size": (int, _positive, "points of the scikit-learn grid"),
@@ -71,7 +99,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, Any, str]]] = {
         "num_values": (int, _positive, "values K per schedule (each shared by T/K steps)"),
         "outer_steps": (int, _positive, "hypergradient steps"),
         "outer_lr": (float, _positive, "outer (Adam) learning rate"),
-        "fg2u_directions": (int, _positive, "random directions of (FG)2U per hypergradient"),
+        "methods": (str, None, "comma-separated unrolled methods to compare, each NAME[:OPTION=VALUE...]"),
         "memory_horizons": (str, _positive_int_list, "comma-separated horizons T of the memory table"),
         "memory_budget_mib": (float, _positive, "memory budget flagged in the memory table (MiB)"),
     },
@@ -81,7 +109,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, Any, str]]] = {
         "num_val": (int, _positive, "clean validation examples"),
         "num_test": (int, _positive, "test examples"),
         "corruption": (float, _fraction, "fraction of training labels replaced at random, in [0, 1)"),
-        "backwards": (str, _comma_list_of(tuple(ARGMIN_BACKWARDS)), f"comma-separated subset of {list(ARGMIN_BACKWARDS)}"),
+        "backwards": (str, None, "comma-separated argmin backwards to compare, each NAME[:OPTION=VALUE...]"),
         "outer_steps": (int, _positive, "hypergradient steps"),
         "outer_lr": (float, _positive, "outer (Adam) learning rate"),
         "l2": (float, _positive, "L2 strength of the inner problem (keeps it strongly convex)"),
@@ -98,5 +126,11 @@ def validate_bilevel_config(config: ml_collections.ConfigDict) -> ml_collections
     problems = schema_problems(config, SCHEMAS[experiment])
     if not problems and experiment == "logreg_ho" and config.grid_min >= config.grid_max:
         problems.append(f"grid_min={config.grid_min} must be below grid_max={config.grid_max}")
+    for field, build in CONFIGURED_LISTS.items():
+        if field in SCHEMAS[experiment] and isinstance(config.get(field), str):
+            try:
+                build(config[field])
+            except ValueError as error:
+                problems.append(f"{field}: {error}")
     raise_on_problems(problems)
     return config

@@ -7,7 +7,7 @@ and gives :math:`w^\star` the hypergradient that ``backward`` names (see
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -29,15 +29,16 @@ PyTree = Any
 MINIMIZERS = {"lbfgs": LBFGS}
 
 
-def resolve_minimizer(solver) -> AbstractMinimizer:
-    """A name, a configured minimiser or an Optax optimizer -> configured minimiser."""
-    if isinstance(solver, optax.GradientTransformation):
+def resolve_minimizer(solver, options: Mapping[str, Any] | None = None) -> AbstractMinimizer:
+    """A name (with ``options``), a configured minimiser or an Optax optimizer -> configured minimiser."""
+    if isinstance(solver, optax.GradientTransformation) and not options:
         return OptaxMinimizer(solver)
-    return resolve(solver, MINIMIZERS, AbstractMinimizer, "argmin solver", "LBFGS(memory=60), OptaxMinimizer(optax.adam(1e-2)) or an optax optimizer")
+    return resolve(solver, MINIMIZERS, AbstractMinimizer, "argmin solver", "LBFGS(memory=60), OptaxMinimizer(optax.adam(1e-2)) or an optax optimizer", options)
 
 
-def resolve_argmin_backward(backward) -> AbstractArgminBackward:
-    return resolve(backward, ARGMIN_BACKWARDS, AbstractArgminBackward, "argmin backward", "ArgminShine(opa_every=5) or ArgminNeumann(k=50, step_size=0.1)")
+def resolve_argmin_backward(backward, options: Mapping[str, Any] | None = None) -> AbstractArgminBackward:
+    """An argmin backward name (with ``options``, e.g. ``{"k": 50}``) or configured object -> configured object."""
+    return resolve(backward, ARGMIN_BACKWARDS, AbstractArgminBackward, "argmin backward", "ArgminShine(opa_every=5) or ArgminNeumann(k=50, step_size=0.1)", options)
 
 
 def _check_objective(g, w0, hparams) -> None:

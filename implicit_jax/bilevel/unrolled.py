@@ -16,7 +16,7 @@ method            estimate                                     memory           
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +31,9 @@ from implicit_jax.bilevel.unrolled_methods import UNROLLED_METHODS, AbstractUnro
 PyTree = Any
 
 
-def resolve_method(method) -> AbstractUnrolledMethod:
-    return resolve(method, UNROLLED_METHODS, AbstractUnrolledMethod, "method", "Truncated(k=20), FDS(chunk_size=4) or FG2U(num_directions=8)")
+def resolve_method(method, options: Mapping[str, Any] | None = None) -> AbstractUnrolledMethod:
+    """An unrolled-hypergradient method name (with ``options``, e.g. ``{"num_directions": 8}``) or configured object."""
+    return resolve(method, UNROLLED_METHODS, AbstractUnrolledMethod, "method", "Truncated(k=20), FDS(chunk_size=4) or FG2U(num_directions=8)", options)
 
 
 def _check(step, outer_loss, hparams, state0, num_steps) -> None:

@@ -1,6 +1,8 @@
 """Backward estimators for fixed points: one module and one ``jax.custom_vjp`` (or ``custom_jvp``) per mode."""
 
 from implicit_jax import _deprecated
+from typing import Any, Mapping
+
 from implicit_jax._registry import resolve
 from implicit_jax.adjoint import BackwardInfo, backward_tap
 from implicit_jax.estimators.base import AbstractBackward, FixedPointContext, FixedPointProblem
@@ -10,6 +12,7 @@ from implicit_jax.estimators.jfb import JFB
 from implicit_jax.estimators.phantom import PhantomNeumann, PhantomUnroll
 from implicit_jax.estimators.shine import Shine
 from implicit_jax.estimators.unroll import Unroll
+from implicit_jax.solvers import AbstractFixedPointSolver, AbstractLinearSolver, resolve_linear_solver, resolve_solver
 
 #: backward names accepted by ``fixed_point(backward=...)``, mapped to default configurations.
 BACKWARDS = {
@@ -23,10 +26,16 @@ BACKWARDS = {
 }
 
 
-def resolve_backward(backward) -> AbstractBackward:
-    """A backward name or configured object -> configured object (ValueError listing the names)."""
+def resolve_backward(backward, options: Mapping[str, Any] | None = None) -> AbstractBackward:
+    """A backward name (with ``options``, e.g. ``{"k": 3, "damping": 0.8}``) or configured object -> configured object.
+
+    Unknown names, options that the estimator does not take and values of the wrong type
+    raise one ValueError listing the valid names or options. A solver-valued option accepts a
+    name (``{"solver": "gmres"}``, ``{"fallback": "cg"}`` or ``{"fallback": None}``).
+    """
     example = "PhantomUnroll(k=5, damping=0.5), Shine(fallback=True) or Implicit(solver=GMRES(restart=20))"
-    return resolve(backward, BACKWARDS, AbstractBackward, "backward", example)
+    converters = {AbstractLinearSolver: resolve_linear_solver, AbstractFixedPointSolver: resolve_solver}
+    return resolve(backward, BACKWARDS, AbstractBackward, "backward", example, options, converters)
 
 
 __all__ = [

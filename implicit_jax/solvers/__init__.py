@@ -6,6 +6,8 @@
 * :mod:`~implicit_jax.solvers.stopping`: the stopping rule and the diagnostics they share.
 """
 
+from typing import Any, Mapping
+
 from implicit_jax._registry import resolve
 from implicit_jax.solvers.fixed_point import AbstractFixedPointSolver, Anderson, Broyden, FixedPointIteration, iterate
 from implicit_jax.solvers.linear import CG, GMRES, AbstractLinearSolver, CGInfo, conjugate_gradient, gmres
@@ -23,9 +25,18 @@ SOLVERS = {
 LINEAR_SOLVERS = {"cg": CG, "gmres": GMRES}
 
 
-def resolve_solver(solver, option: str = "solver") -> AbstractFixedPointSolver:
-    """A fixed-point solver name or configured object -> configured object (ValueError listing the names)."""
-    return resolve(solver, SOLVERS, AbstractFixedPointSolver, option, "Anderson(memory=5) or Broyden(memory=30)")
+def resolve_solver(solver, option: str = "solver", options: Mapping[str, Any] | None = None) -> AbstractFixedPointSolver:
+    """A fixed-point solver name (with ``options``, e.g. ``{"memory": 10}``) or configured object -> configured object.
+
+    Unknown names, options that the solver does not take and values of the wrong type raise
+    one ValueError listing the valid names or options.
+    """
+    return resolve(solver, SOLVERS, AbstractFixedPointSolver, option, "Anderson(memory=5) or Broyden(memory=30)", options)
+
+
+def resolve_linear_solver(solver, option: str = "linear solver", options: Mapping[str, Any] | None = None) -> AbstractLinearSolver:
+    """A linear solver name (``"cg"``, ``"gmres"``, with ``options``) or configured object -> configured object."""
+    return resolve(solver, LINEAR_SOLVERS, AbstractLinearSolver, option, "GMRES(restart=20) or CG()", options)
 
 
 __all__ = [
@@ -50,5 +61,6 @@ __all__ = [
     "gmres",
     "iterate",
     "minimize",
+    "resolve_linear_solver",
     "resolve_solver",
 ]

@@ -45,7 +45,9 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "groups": (int, _positive, "GroupNorm groups (conv_deq)"),
     "normalization": (str, NORMALIZATIONS, "kernel normalisation of the cell"),
     "solver": (str, tuple(sorted(SOLVERS)), "forward solver"),
+    "solver_options": (ml_collections.ConfigDict, None, "options of the forward solver, e.g. memory=10 (see its class)"),
     "backward": (str, tuple(sorted(BACKWARDS)), "backward estimator"),
+    "backward_options": (ml_collections.ConfigDict, None, "options of the backward estimator, e.g. k=3, damping=0.8"),
     "tol": (float, _positive, "forward tolerance (per sample)"),
     "max_steps": (int, _positive, "forward iteration cap"),
     "stop_mode": (str, STOP_MODES, "residual the tolerance applies to"),
@@ -77,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         dataset="synthetic", data_dir="", train_subset=0, test_subset=0,
         model="deq_mlp", width=64, groups=8, normalization="spectral",
-        solver="anderson", backward="implicit", tol=1e-3, max_steps=30, stop_mode="rel", atol=0.0,
+        solver="anderson", solver_options={}, backward="implicit", backward_options={}, tol=1e-3, max_steps=30, stop_mode="rel", atol=0.0,
         jac_reg_weight=0.0, warmup_steps=0, warmup_unrolled_steps=5,
         optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="cosine", lr_warmup_steps=0, grad_clip=0.0,
         batch_size=64, num_epochs=1.0, eval_every=0, log_every=10, checkpoint_every=0, eval_batch_size=500, seed=0,
@@ -124,18 +126,30 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     if not problems and config.atol and config.stop_mode != "mixed":
         problems.append(f"atol={config.atol!r} is used by stop_mode='mixed' only, but stop_mode={config.stop_mode!r}")
     if not problems:
-        solver, backward = resolve_solver(config.solver), resolve_backward(config.backward)
         try:
-            backward.check_solver(solver)
+            solver, backward = estimator_from_config(config)
         except ValueError as error:
-            problems.append(f"backward={config.backward!r} with solver={config.solver!r}: {error}")
+            problems.append(str(error))
+        else:
+            try:
+                backward.check_solver(solver)
+            except ValueError as error:
+                problems.append(f"backward={config.backward!r} with solver={config.solver!r}: {error}")
     raise_on_problems(problems)
     return config
 
 
 def estimator_from_config(config: ml_collections.ConfigDict) -> tuple[AbstractFixedPointSolver, AbstractBackward]:
-    """The forward solver and backward estimator a validated configuration names, as configured objects."""
-    return resolve_solver(config.solver), resolve_backward(config.backward)
+    """The forward solver and backward estimator a configuration names, configured with its ``*_options``.
+
+    ``solver_options`` and ``backward_options`` are the keyword arguments of the chosen
+    classes (:class:`~implicit_jax.Anderson`, :class:`~implicit_jax.PhantomUnroll`, ...):
+    ``--config.backward_options.k=3`` on the command line. An option the chosen class does
+    not take, or a value of the wrong type, raises a ValueError listing its options.
+    """
+    solver = resolve_solver(config.solver, "solver", config.solver_options.to_dict())
+    backward = resolve_backward(config.backward, config.backward_options.to_dict())
+    return solver, backward
 
 
 def model_from_config(config: ml_collections.ConfigDict, image_shape: tuple[int, ...], num_classes: int,

@@ -37,7 +37,7 @@ from implicit_jax.estimators import backward_tap
 from implicit_jax.train import data as data_lib
 from implicit_jax.train import sharding
 from implicit_jax.train.checkpoint import Checkpointer
-from implicit_jax.train.config import MODEL_FIELDS, model_from_config, optimizer_from_config, validate_config
+from implicit_jax.train.config import MODEL_FIELDS, estimator_from_config, model_from_config, optimizer_from_config, validate_config
 from implicit_jax.train.metrics import MetricsWriter, plot_metrics
 
 
@@ -208,11 +208,19 @@ def _start_run(config, workdir: str, resume: bool, dataset: data_lib.Dataset | N
         start = checkpointer.latest_step()
         state = checkpointer.restore(start, state)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as handle:
-        json.dump(config.to_dict(), handle, indent=1)
+    write_config(config, workdir)
     writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start if resume else None)
     steps = _jitted_steps(config, graphdef, rest, optimizer, mesh, state)
     return _Run(config, workdir, dataset, mesh, total_steps, checkpointer, writer, *steps), state, start
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Save ``config.json``: every field, plus under ``"resolved"`` the solver and backward objects it configures."""
+    solver, backward = estimator_from_config(config)
+    path = os.path.join(workdir, "config.json")
+    with open(path, "w") as handle:
+        json.dump(dict(config.to_dict(), resolved=dict(solver=repr(solver), backward=repr(backward))), handle, indent=1)
+    return path
 
 
 def _window_means(window: list[dict[str, float]]) -> dict[str, float]:

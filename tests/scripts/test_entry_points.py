@@ -1,6 +1,7 @@
 """The README's main job and the benchmark stay runnable (small settings)."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,12 +65,35 @@ def test_train_script_rejects_bad_configs_before_any_compute(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_train_script_takes_estimator_options_from_the_command_line(tmp_path):
+    workdir = tmp_path / "digits"
+    out = run("scripts/train.py", "--config", "configs/digits_deq_mlp.py", "--workdir", str(workdir), "--progress=false",
+              "--config.num_epochs=1", "--config.eval_every=0", "--config.backward=phantom_unroll",
+              "--config.backward_options.k=3", "--config.backward_options.damping=0.8", "--config.solver_options.memory=8")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "final test accuracy" in out.stdout
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["backward_options"] == {"k": 3, "damping": 0.8} and saved["solver_options"] == {"memory": 8}
+    assert saved["resolved"] == {"backward": "PhantomUnroll(k=3, damping=0.8)",
+                                 "solver": "Anderson(memory=8, mixing=1.0, regularization=1e-08)"}
+    typo = run("scripts/train.py", "--config", "configs/digits_deq_mlp.py", "--workdir", str(tmp_path / "typo"),
+               "--config.backward=phantom_unroll", "--config.backward_options.dampnig=0.8")
+    assert typo.returncode != 0 and "backward 'phantom_unroll' has no option 'dampnig'" in typo.stderr
+    assert "Options of 'phantom_unroll' (with defaults): k=5, damping=0.5" in typo.stderr and "Traceback" not in typo.stderr
+    assert not (tmp_path / "typo").exists()  # refused before any data loading or output
+
+
 def test_compare_backward_prints_a_table_and_saves_a_plot(tmp_path):
     out = run("scripts/compare_backward.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path),
-              "--backwards=implicit,jfb", "--repeats=1", "--config.num_epochs=1")
+              "--backwards=implicit,jfb,phantom_unroll:k=2:damping=0.8", "--repeats=1", "--config.num_epochs=1")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "step/implicit" in out.stdout and "jfb" in out.stdout
+    assert "step/implicit" in out.stdout and "jfb" in out.stdout and "phantom_unroll:k=2:damping=0.8" in out.stdout
     assert (tmp_path / "loss_vs_time.png").exists() and (tmp_path / "compare.json").exists()
+    saved = json.loads((tmp_path / "phantom_unroll-k2-damping0.8" / "config.json").read_text())
+    assert saved["resolved"]["backward"] == "PhantomUnroll(k=2, damping=0.8)"
+    bad = run("scripts/compare_backward.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path / "bad"),
+              "--backwards=implicit,shine:k=2")
+    assert bad.returncode != 0 and "--backwards entry 'shine:k=2'" in bad.stderr and "has no option 'k'" in bad.stderr
 
 
 def test_train_step_benchmark_runs_without_peers(tmp_path):
@@ -85,9 +109,10 @@ def test_bilevel_script_runs_logreg_ho_and_schedule_tuning(tmp_path):
     assert ho.returncode == 0, ho.stderr[-3000:]
     assert "cross-check: scikit-learn grid" in ho.stdout and (tmp_path / "ho" / "heldout_vs_time_scalar.png").exists()
     sched = run("scripts/bilevel.py", "--config", "configs/bilevel_schedule_tuning.py", "--workdir", str(tmp_path / "s"),
-                 "--config.num_steps=20", "--config.num_values=2", "--config.outer_steps=2", "--config.memory_horizons=10,20")
+                 "--config.num_steps=20", "--config.num_values=2", "--config.outer_steps=2", "--config.memory_horizons=10,20",
+                 "--config.methods=reverse,fds,fg2u:num_directions=2")
     assert sched.returncode == 0, sched.stderr[-3000:]
-    assert "memory fds" in sched.stdout and (tmp_path / "s" / "results.json").exists()
+    assert "memory fds" in sched.stdout and "fg2u:num_directions=2" in sched.stdout and (tmp_path / "s" / "results.json").exists()
     bad = run("scripts/bilevel.py", "--config", "configs/bilevel_logreg_ho.py", "--workdir", str(tmp_path / "b"), "--config.outer_stepz=3")
     assert bad.returncode != 0 and "outer_stepz" in bad.stderr
     wrong = run("scripts/bilevel.py", "--config", "configs/bilevel_logreg_ho.py", "--workdir", str(tmp_path / "w"), "--config.regularizations=l1")

@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 
 from implicit_jax.nn import ConvDEQ, DEQMLP
-from implicit_jax.train.config import base_config, model_from_config, optimizer_from_config, validate_config
+import implicit_jax as ij
+from implicit_jax.train.config import base_config, estimator_from_config, model_from_config, optimizer_from_config, validate_config
 
 # Training configs; the bi-level ones (configs/bilevel_*.py) have their own schemas (tests/examples/test_config.py).
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.py") if not p.stem.startswith("bilevel_"))
@@ -62,3 +63,25 @@ def test_model_and_optimizer_from_config():
     for name in ["adam", "adamw", "sgd"]:
         config.optimizer, config.grad_clip = name, 1.0
         assert optimizer_from_config(config, 10) is not None
+
+
+def test_solver_and_backward_options_configure_the_objects():
+    config = base_config()
+    config.backward, config.backward_options = "phantom_unroll", dict(k=3, damping=0.8)
+    config.solver_options = dict(memory=8)
+    validate_config(config)
+    solver, backward = estimator_from_config(config)
+    assert backward == ij.PhantomUnroll(k=3, damping=0.8) and solver == ij.Anderson(memory=8)
+    model = model_from_config(config, (8, 8, 1), 4, nnx.Rngs(0))
+    assert model.deq.backward == backward and model.deq.solver == solver
+
+
+def test_an_option_of_another_estimator_is_refused_with_the_valid_ones():
+    config = base_config()
+    config.backward_options = dict(k=3)  # backward is 'implicit', which has no k
+    with pytest.raises(ValueError, match=r"backward 'implicit' has no option 'k'. Options of 'implicit' \(with defaults\): solver='anderson'"):
+        validate_config(config)
+    config = base_config()
+    config.solver, config.solver_options = "broyden", dict(memory=-1)
+    with pytest.raises(ValueError, match=r"solver 'broyden'.*memory"):
+        validate_config(config)

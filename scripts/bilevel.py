@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from examples.bilevel import hyper_cleaning, logreg_ho, report, schedule_tuning  # noqa: E402
 from examples.bilevel.config import argmin_backwards, unrolled_methods, validate_bilevel_config  # noqa: E402
+from implicit_jax.train.cli import preflight  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "path to a bilevel config in configs/", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder")
@@ -111,4 +112,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    preflight(sys.argv[1:])
     app.run(main)

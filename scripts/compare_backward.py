@@ -32,6 +32,7 @@ from benchmarks.timing import median_ms  # noqa: E402
 from implicit_jax._registry import parse_spec
 from implicit_jax.estimators import BACKWARDS
 from implicit_jax.train import fit, read_metrics, validate_config
+from implicit_jax.train.cli import preflight
 from implicit_jax.train import data as data_lib
 from implicit_jax.train import sharding
 from implicit_jax.train.loop import init_state, make_eval_step, make_train_step
@@ -141,4 +142,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    preflight(sys.argv[1:])
     app.run(main)

@@ -21,25 +21,20 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from implicit_jax.train import SCHEMA, fit, maybe_initialize_distributed, validate_config
+from implicit_jax.train import fit, maybe_initialize_distributed, validate_config
+from implicit_jax.train.cli import preflight
+from implicit_jax.train.health import NonFiniteError
+from implicit_jax.train.lock import RunLockedError
+from implicit_jax.train.loop import RunInterrupted
 
 # New attributes are accepted so that --config.backward_options.k=3 can add an option; every name is
-# then checked (check_override_names, validate_config) before anything runs.
+# then checked (preflight, validate_config) before anything runs.
 _CONFIG = config_flags.DEFINE_config_file("config", None, "path to a config file in configs/", lock_config=False,
                                           accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (metrics, plots, checkpoints)")
 _RESUME = flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
 _PROGRESS = flags.DEFINE_bool("progress", True, "show a progress bar")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def check_override_names(argv: list[str]) -> None:
-    """Exit with the valid field names if a ``--config.NAME=...`` override names an unknown field."""
-    for arg in argv:
-        if arg.startswith("--config."):
-            name = arg[len("--config."):].split("=", 1)[0].split(".", 1)[0]
-            if name not in SCHEMA:
-                sys.exit(f"error: unknown config field {name!r} in {arg!r}; valid fields are {sorted(SCHEMA)}")
 
 
 def main(argv):
@@ -51,7 +46,13 @@ def main(argv):
         validate_config(config)
     except ValueError as error:
         sys.exit(f"error: {error}")
-    result = fit(config, _WORKDIR.value, resume=_RESUME.value, progress=_PROGRESS.value)
+    try:
+        result = fit(config, _WORKDIR.value, resume=_RESUME.value, progress=_PROGRESS.value)
+    except RunInterrupted as interrupted:
+        print(interrupted, file=sys.stderr)
+        sys.exit(128 + interrupted.signum)
+    except (ValueError, NonFiniteError, RunLockedError) as error:
+        sys.exit(f"error: {error}")
     print(f"final test accuracy: {100 * result.test_accuracy:.2f}% (test loss {result.test_loss:.4f}) after "
           f"{result.train_seconds:.0f} s of training")
     print(f"metrics: {result.metrics_path}")
@@ -60,5 +61,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    check_override_names(sys.argv[1:])
+    preflight(sys.argv[1:])
     app.run(main)

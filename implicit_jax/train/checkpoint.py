@@ -2,16 +2,19 @@
 
 A checkpoint holds the leaves of the train state (parameters, optimizer state, step,
 PRNG key) and metadata: the configuration fields that fix parameter shapes
-(:data:`~implicit_jax.train.config.MODEL_FIELDS`) and every leaf's shape and dtype.
-:meth:`Checkpointer.restore` checks both against the current run *before* reading any
-array and raises a ValueError that says what differs, so an incompatible checkpoint is
-never half-loaded and nothing is overwritten.
+(:data:`~implicit_jax.train.config.MODEL_FIELDS`), every leaf's shape and dtype, and the
+training seconds spent so far. :meth:`Checkpointer.restore` checks the description and the
+shapes against the current run *before* reading any array and raises a ValueError that says
+what differs, so an incompatible checkpoint is never half-loaded and nothing is overwritten.
+:meth:`Checkpointer.restore_latest` skips, with a warning, a newest checkpoint that cannot be
+read (a save cut short, files deleted) and restores the newest one that can.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import warnings
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -21,6 +24,18 @@ import orbax.checkpoint as ocp
 def _leaf_specs(tree: Any) -> list[list]:
     return [[list(np.shape(leaf)), str(np.asarray(leaf).dtype) if not hasattr(leaf, "dtype") else str(leaf.dtype)]
             for leaf in jax.tree_util.tree_leaves(tree)]
+
+
+class IncompatibleCheckpointError(ValueError):
+    """The checkpoint was written by a different model (other shapes or model fields)."""
+
+
+class Restored(NamedTuple):
+    """What :meth:`Checkpointer.restore_latest` gives back."""
+
+    step: int
+    state: Any
+    train_seconds: float
 
 
 class Checkpointer:
@@ -36,34 +51,66 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any) -> None:
+    def save(self, step: int, state: Any, *, train_seconds: float = 0.0) -> None:
+        """Write ``state`` as checkpoint ``step``, with the training seconds spent to reach it."""
         leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree_util.tree_leaves(state)]
-        meta = {"model": self.description, "leaves": _leaf_specs(leaves), "step": int(step)}
+        meta = {"model": self.description, "leaves": _leaf_specs(leaves), "step": int(step),
+                "train_seconds": float(train_seconds)}
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(leaves),
                                                         meta=ocp.args.JsonSave(meta)), force=True)
         self.manager.wait_until_finished()
 
-    def check_compatible(self, step: int, like: Any) -> None:
-        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    def metadata(self, step: int) -> dict[str, Any]:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def check_compatible(self, step: int, like: Any) -> dict[str, Any]:
+        """The checkpoint's metadata, after checking it describes this model (IncompatibleCheckpointError if not)."""
+        meta = self.metadata(step)
         differing = {k: (meta["model"].get(k), v) for k, v in self.description.items() if meta["model"].get(k) != v}
         if differing:
             detail = ", ".join(f"{k}: checkpoint {old!r} vs config {new!r}" for k, (old, new) in differing.items())
-            raise ValueError(f"checkpoint {self.directory} step {step} was written by a different model ({detail}); "
-                             "use another --workdir or the matching config.")
+            raise IncompatibleCheckpointError(
+                f"checkpoint {self.directory} step {step} was written by a different model ({detail}); "
+                "use another --workdir or the matching config.")
         expected = _leaf_specs(jax.tree_util.tree_leaves(like))
         if meta["leaves"] != expected:
-            raise ValueError(f"checkpoint {self.directory} step {step} holds {len(meta['leaves'])} arrays whose shapes "
+            raise IncompatibleCheckpointError(f"checkpoint {self.directory} step {step} holds {len(meta['leaves'])} arrays whose shapes "
                              f"do not match this model's {len(expected)}; use another --workdir or the matching config.")
+        return meta
 
     def restore(self, step: int, like: Any) -> Any:
         """The state saved at ``step``, with the pytree structure (and shardings) of ``like``."""
         self.check_compatible(step, like)
+        return self._read_state(step, like)
+
+    def _read_state(self, step: int, like: Any) -> Any:
         leaves, treedef = jax.tree_util.tree_flatten(like)
         abstract = [np.zeros(np.shape(leaf), leaf.dtype) for leaf in leaves]
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
         placed = [jax.device_put(np.asarray(new), old.sharding) if hasattr(old, "sharding") else new
                   for new, old in zip(restored, leaves)]
         return jax.tree_util.tree_unflatten(treedef, placed)
+
+    def restore_latest(self, like: Any) -> Restored | None:
+        """The newest checkpoint that restores (None if there is none), skipping unreadable ones with a warning.
+
+        A checkpoint of a different model is an error, not skipped: falling back past it
+        would silently resume some older, unrelated run.
+        """
+        self.manager.reload()
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                meta = self.check_compatible(step, like)
+                state = self._read_state(step, like)
+            except IncompatibleCheckpointError:
+                raise
+            except Exception as error:  # noqa: BLE001 - orbax raises many kinds on torn files
+                warnings.warn(f"checkpoint {self.directory}/{step} cannot be read ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0][:200] if str(error) else ''}); skipping it and trying an "
+                              "older one.", RuntimeWarning, stacklevel=2)
+                continue
+            return Restored(step, state, float(meta.get("train_seconds", 0.0)))
+        return None
 
     def close(self) -> None:
         self.manager.close()

@@ -20,6 +20,7 @@ from implicit_jax.nn import NORMALIZATIONS, ConvDEQ, DEQMLP
 from implicit_jax.solvers import SOLVERS, AbstractFixedPointSolver, resolve_solver
 from implicit_jax.solvers.stopping import STOP_MODES
 from implicit_jax.train.data import DATASETS
+from implicit_jax.train.health import NONFINITE_POLICIES
 
 MODELS = ("conv_deq", "deq_mlp")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -67,7 +68,11 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "log_every": (int, _positive, "steps between metric records"),
     "checkpoint_every": (int, _non_negative, "steps between checkpoints (0 = only at the end)"),
     "eval_batch_size": (int, _positive, "evaluation batch size"),
-    "seed": (int, None, "seed of initialisation, shuffling and probes"),
+    "seed": (int, _non_negative, "seed of initialisation, shuffling and probes"),
+    "nonfinite_policy": (str, NONFINITE_POLICIES, "on a non-finite loss, gradient or state: stop, skip the batch, "
+                         "or roll back to the latest checkpoint with a lower learning rate"),
+    "max_nonfinite": (int, _non_negative, "skipped batches or rollbacks allowed in a run before it stops"),
+    "rollback_lr_factor": (float, lambda v: 0.0 < v < 1.0, "learning-rate factor of each rollback, in (0, 1)"),
 }
 
 # Fields that fix the parameters' shapes: a checkpoint is only compatible if they match.
@@ -83,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
         jac_reg_weight=0.0, warmup_steps=0, warmup_unrolled_steps=5,
         optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="cosine", lr_warmup_steps=0, grad_clip=0.0,
         batch_size=64, num_epochs=1.0, eval_every=0, log_every=10, checkpoint_every=0, eval_batch_size=500, seed=0,
+        nonfinite_policy="stop", max_nonfinite=3, rollback_lr_factor=0.5,
     ))
 
 

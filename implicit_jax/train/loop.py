@@ -7,22 +7,33 @@ state and the step's batch (the batch itself is a pure function of the step, see
 :func:`implicit_jax.train.data.batch_indices`), so a run interrupted and resumed from
 its latest checkpoint ends with exactly the parameters of an uninterrupted run.
 An interrupted run (Ctrl-C, ``SIGTERM``, or any exception) writes a checkpoint of the
-last completed step before it exits.
+last completed step before it exits; Ctrl-C and ``SIGTERM`` then raise :class:`RunInterrupted`.
+Checkpoints carry the training seconds spent, so a resumed run's ``time`` continues.
+
+A non-finite loss, gradient or updated state never enters the state (see
+:mod:`implicit_jax.train.health`): the configured ``nonfinite_policy`` stops the run with a
+:class:`~implicit_jax.train.health.NonFiniteError`, skips the batch, or rolls back to the
+latest checkpoint with a lower learning rate. One run at a time holds a workdir
+(:mod:`implicit_jax.train.lock`).
 
 Metrics, averaged over the ``log_every`` steps before each record: ``loss`` (with the Jacobian penalty), ``cross_entropy``, ``accuracy``,
 ``forward_steps`` (mean over samples of the solver iterations), ``forward_residual``
-(mean relative residual), ``forward_converged`` (fraction), ``backward_steps`` and
-``backward_residual`` (the adjoint solve's, from :func:`implicit_jax.backward_tap`),
-``jacobian_penalty``, ``grad_norm``, ``step_seconds``.
+(mean relative residual), ``forward_converged`` (fraction of samples), ``backward_steps``,
+``backward_residual``, ``backward_converged`` (fraction of steps whose adjoint solve converged
+for every sample; null for estimators without one) and ``backward_fallback`` (from
+:func:`implicit_jax.backward_tap`), ``jacobian_penalty``, ``grad_norm``, ``lr_scale``,
+``step_seconds``. A record written on an interruption carries ``partial: true``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import time
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -36,7 +47,9 @@ from tqdm import tqdm
 from implicit_jax.estimators import backward_tap
 from implicit_jax.train import data as data_lib
 from implicit_jax.train import sharding
+from implicit_jax.train import health
 from implicit_jax.train.checkpoint import Checkpointer
+from implicit_jax.train.lock import RunLock
 from implicit_jax.train.config import MODEL_FIELDS, estimator_from_config, model_from_config, optimizer_from_config, validate_config
 from implicit_jax.train.metrics import MetricsWriter, plot_metrics
 
@@ -48,6 +61,7 @@ class TrainState(NamedTuple):
     params: Any  # nnx.State of the model's nnx.Param variables
     opt_state: optax.OptState
     key: jax.Array  # raw uint32 PRNG key
+    lr_scale: jax.Array  # float32 factor on every update: 1, lowered by each rollback
 
 
 @dataclasses.dataclass
@@ -84,9 +98,21 @@ def make_loss(graphdef, rest, *, jac_reg_weight: float, unrolled_steps: int | No
     return loss
 
 
+#: keys of a train step's metrics that hold the non-finite check (read by the loop, not logged).
+HEALTH_KEYS = ("finite", "finite_loss", "finite_grads", "finite_state")
+
+
 def make_train_step(graphdef, rest, optimizer: optax.GradientTransformation, *, jac_reg_weight: float = 0.0,
-                    unrolled_steps: int | None = None) -> Callable[[TrainState, jax.Array, jax.Array], tuple]:
-    """One optimizer step: ``(state, images, labels) -> (state, metrics)`` (not jitted)."""
+                    unrolled_steps: int | None = None,
+                    skip_nonfinite: bool = False) -> Callable[[TrainState, jax.Array, jax.Array], tuple]:
+    """One optimizer step: ``(state, images, labels) -> (state, metrics)`` (not jitted).
+
+    The updates are scaled by ``state.lr_scale`` (the same as scaling the learning rate, for
+    every optimizer of :func:`~implicit_jax.train.config.optimizer_from_config`). Where the loss,
+    a gradient or the updated state is non-finite the step returns the previous state
+    unchanged, or with only the step counter advanced if ``skip_nonfinite``; ``metrics``
+    holds the flags of :func:`~implicit_jax.train.health.finite_report` under :data:`HEALTH_KEYS`.
+    """
     loss_fn = make_loss(graphdef, rest, jac_reg_weight=jac_reg_weight, unrolled_steps=unrolled_steps)
 
     def train_step(state: TrainState, images, labels):
@@ -94,10 +120,15 @@ def make_train_step(graphdef, rest, optimizer: optax.GradientTransformation, *, 
         (loss, aux), (grads, bwd) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             state.params, backward_tap(), images, labels, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(loss=loss, grad_norm=optax.global_norm(grads), backward_steps=bwd.steps,
-                       backward_residual=bwd.rel_residual, **aux)
-        return TrainState(state.step + 1, params, opt_state, state.key), metrics
+        report = health.finite_report(loss, grads, (params, opt_state))
+        updated = TrainState(state.step + 1, params, opt_state, state.key, state.lr_scale)
+        kept = state._replace(step=state.step + 1) if skip_nonfinite else state
+        metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), backward_steps=bwd.steps,
+                       backward_residual=bwd.rel_residual, backward_converged=bwd.converged,
+                       backward_fallback=bwd.fallback_fraction, lr_scale=state.lr_scale, **aux, **report)
+        return health.select_state(report["finite"], updated, kept), metrics
 
     return train_step
 
@@ -131,7 +162,7 @@ def init_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, tot
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     optimizer = optimizer_from_config(config, total_steps)
     state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
-                       jax.random.key_data(jax.random.key(config.seed + 1)))
+                       jax.random.key_data(jax.random.key(config.seed + 1)), jnp.ones((), jnp.float32))
     return model, (graphdef, rest), optimizer, state
 
 
@@ -139,8 +170,16 @@ def _model_description(config) -> dict[str, Any]:
     return {field: config[field] for field in MODEL_FIELDS}
 
 
-class _Interrupted(Exception):
-    pass
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or ``SIGTERM`` stopped :func:`fit`; the last completed step was checkpointed."""
+
+    def __init__(self, message: str, step: int, signum: int):
+        super().__init__(message)
+        self.step, self.signum = step, signum
+
+
+class _Terminated(Exception):
+    """``SIGTERM`` received (raised by the handler :func:`fit` installs)."""
 
 
 @dataclasses.dataclass
@@ -157,6 +196,8 @@ class _Run:
     train_step: Callable
     warmup_step: Callable
     eval_step: Callable
+    grad_names: list[str]
+    state_names: list[str]
 
     def evaluate(self, params) -> dict[str, float]:
         return evaluate(self.eval_step, params, self.dataset.test_images, self.dataset.test_labels,
@@ -181,37 +222,62 @@ def _jitted_steps(config, graphdef, rest, optimizer, mesh, state) -> tuple[Calla
     def jit_step(fn):
         return jax.jit(fn, out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
 
-    train_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=config.jac_reg_weight))
+    skip = config.nonfinite_policy == "skip"
+    train_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=config.jac_reg_weight,
+                                          skip_nonfinite=skip))
     warmup_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=0.0,
-                                           unrolled_steps=config.warmup_unrolled_steps))
+                                           unrolled_steps=config.warmup_unrolled_steps, skip_nonfinite=skip))
     return train_step, warmup_step, jax.jit(make_eval_step(graphdef, rest))
 
 
-def _start_run(config, workdir: str, resume: bool, dataset: data_lib.Dataset | None) -> tuple[_Run, TrainState, int]:
-    """Check the workdir, load data, build the model and steps, restore the latest checkpoint: ``(run, state, start)``."""
+def check_workdir(workdir: str) -> None:
+    """A ValueError if ``workdir`` is a file or cannot be created or written."""
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--workdir {workdir} is a file, not a folder; choose a folder for the run's outputs.")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"--workdir {workdir} cannot be written ({error.strerror}); choose another folder.") from None
+
+
+def _start_run(config, workdir: str, resume: bool, dataset: data_lib.Dataset | None) -> tuple[_Run, TrainState, int, float]:
+    """Check the workdir, load data, build the model and steps, restore the latest readable checkpoint.
+
+    Returns ``(run, state, start step, training seconds already spent)``.
+    """
     checkpoint_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
     if not resume and os.path.isdir(checkpoint_dir) and os.listdir(checkpoint_dir):
         raise ValueError(f"{workdir} already holds checkpoints of a run; pass --resume to continue it or choose "
                          "another --workdir.")
-    dataset = _load_dataset(config, dataset)
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    dataset = _load_dataset(config, dataset)
     per_epoch = data_lib.steps_per_epoch(len(dataset.train_labels), config.batch_size)
     total_steps = max(1, int(round(config.num_epochs * per_epoch)))
 
     _, (graphdef, rest), optimizer, state = init_state(config, dataset, total_steps)
     state = sharding.replicate(mesh, state)
     checkpointer = Checkpointer(checkpoint_dir, _model_description(config))
-    start = 0
-    if resume and checkpointer.latest_step() is not None:
-        start = checkpointer.latest_step()
-        state = checkpointer.restore(start, state)
+    start, seconds = 0, 0.0
+    restored = checkpointer.restore_latest(state) if resume else None
+    if restored is not None:
+        start, state, seconds = restored
     os.makedirs(workdir, exist_ok=True)
     write_config(config, workdir)
     writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start if resume else None)
     steps = _jitted_steps(config, graphdef, rest, optimizer, mesh, state)
-    return _Run(config, workdir, dataset, mesh, total_steps, checkpointer, writer, *steps), state, start
+    names = health.leaf_names(state.params), ([f"params.{n}" for n in health.leaf_names(state.params)]
+                                               + [f"opt_state.{n}" for n in health.leaf_names(state.opt_state)])
+    run = _Run(config, workdir, dataset, mesh, total_steps, checkpointer, writer, *steps, *names)
+    if config.nonfinite_policy == "rollback" and checkpointer.latest_step() is None:
+        checkpointer.save(start, state, train_seconds=seconds)  # a rollback needs a checkpoint to return to
+    return run, state, start, seconds
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -227,45 +293,101 @@ def _window_means(window: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([m[key] for m in window])) for key in window[0]}
 
 
-def _save_on_interrupt(run: _Run, state: TrainState, start: int) -> None:
+def _save_on_interrupt(run: _Run, state: TrainState, start: int, elapsed: float) -> None:
     """Checkpoint the last completed step, unless the state was donated to a step that did not finish."""
     if any(getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree_util.tree_leaves(state)):
         return
     completed = int(jax.device_get(state.step))
     if completed > start and run.checkpointer.latest_step() != completed:
-        run.checkpointer.save(completed, state)
+        run.checkpointer.save(completed, state, train_seconds=elapsed)
 
 
-def _train(run: _Run, state: TrainState, start: int, progress: bool, on_step) -> tuple[TrainState, float]:
-    """Steps ``start .. total_steps - 1`` with logging, evaluation and checkpoints: ``(state, train seconds)``."""
+def _nonfinite_advice(config) -> str:
+    if config.nonfinite_policy == "stop":
+        return "Lower learning_rate, set grad_clip, or set nonfinite_policy='skip' or 'rollback'."
+    return f"Lower learning_rate, set grad_clip, or raise max_nonfinite={config.max_nonfinite}."
+
+
+def _recover(run: _Run, state: TrainState, report: dict, step: int, recoveries: int) -> tuple[TrainState, int]:
+    """Apply the non-finite policy to a bad ``step`` (0-based): ``(state to continue from, next step)``.
+
+    Raises :class:`~implicit_jax.train.health.NonFiniteError` under ``"stop"`` or when the
+    recoveries exceed ``max_nonfinite``.
+    """
     config = run.config
-    elapsed, window = 0.0, []
+    what = health.describe_nonfinite(step + 1, report, run.grad_names, run.state_names)
+    if config.nonfinite_policy == "stop" or recoveries > config.max_nonfinite:
+        limit = "" if config.nonfinite_policy == "stop" else f" after {recoveries - 1} recoveries ({config.nonfinite_policy})"
+        raise health.NonFiniteError(f"training stopped at {what}{limit}. The state after step {step} is kept (checkpointed "
+                                    f"on exit); nothing non-finite was saved. {_nonfinite_advice(config)}")
+    if config.nonfinite_policy == "skip":
+        warnings.warn(f"skipped the batch of {what} (skip {recoveries} of at most {config.max_nonfinite}).",
+                      RuntimeWarning, stacklevel=3)
+        run.writer.write(dict(step=step + 1, event="skipped_nonfinite"))
+        return state, step + 1
+    restored = run.checkpointer.restore_latest(state)
+    lr_scale = state.lr_scale * config.rollback_lr_factor
+    state = restored.state._replace(lr_scale=jax.device_put(lr_scale, state.lr_scale.sharding))
+    run.writer.truncate(restored.step)
+    run.writer.write(dict(step=restored.step, event="rollback", lr_scale=lr_scale))
+    warnings.warn(f"{what}: rolled back to the checkpoint of step {restored.step} with the learning rate scaled by "
+                  f"{float(lr_scale):g} (rollback {recoveries} of at most {config.max_nonfinite}).", RuntimeWarning, stacklevel=3)
+    return state, restored.step
+
+
+def _train(run: _Run, state: TrainState, start: int, elapsed: float, progress: bool, on_step) -> tuple[TrainState, float]:
+    """Steps ``start .. total_steps - 1`` with logging, evaluation and checkpoints: ``(state, train seconds)``.
+
+    ``elapsed`` is the training time already spent (restored from the checkpoint).
+    """
+    config = run.config
+    window, recoveries, monitor = [], 0, health.ConvergenceMonitor()
     bar = tqdm(total=run.total_steps, initial=start, disable=not progress, dynamic_ncols=True, desc="train")
+    step = start
     try:
-        for step in range(start, run.total_steps):
+        while step < run.total_steps:
             images, labels = run.batch(step)
             tick = time.perf_counter()
             warmup = step < config.warmup_steps
             state, metrics = (run.warmup_step if warmup else run.train_step)(state, images, labels)
             metrics = jax.device_get(metrics)
+            report = {key: metrics.pop(key) for key in HEALTH_KEYS}
             elapsed += time.perf_counter() - tick
+            if not report["finite"]:
+                recoveries += 1
+                state, step = _recover(run, state, report, step, recoveries)
+                window = [] if config.nonfinite_policy == "rollback" else window
+                bar.n = step
+                bar.refresh()
+                continue
             window.append(dict(metrics, step_seconds=time.perf_counter() - tick))
-            done = step + 1
-            if done % config.log_every == 0 or done == run.total_steps:
-                run.writer.write(dict(step=done, time=elapsed, warmup=warmup, **_window_means(window)))
+            step += 1
+            if step % config.log_every == 0 or step == run.total_steps:
+                record = dict(step=step, time=elapsed, warmup=warmup, **_window_means(window))
+                run.writer.write(record)
+                monitor.update(record)
                 window = []
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
                             fwd=f"{metrics['forward_steps']:.1f}", res=f"{metrics['forward_residual']:.1e}")
-            if config.eval_every and done % config.eval_every == 0 and done < run.total_steps:
-                run.writer.write(dict(step=done, time=elapsed, **run.evaluate(state.params)))
-            if config.checkpoint_every and done % config.checkpoint_every == 0:
-                run.checkpointer.save(done, state)
+            if config.eval_every and step % config.eval_every == 0 and step < run.total_steps:
+                run.writer.write(dict(step=step, time=elapsed, **run.evaluate(state.params)))
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                run.checkpointer.save(step, state, train_seconds=elapsed)
             if on_step is not None:
-                on_step(done)
-    except BaseException:
-        _save_on_interrupt(run, state, start)
+                on_step(step)
+    except BaseException as error:
+        interrupted = isinstance(error, (KeyboardInterrupt, _Terminated))
+        if interrupted and window:
+            run.writer.write(dict(step=step, time=elapsed, warmup=step <= config.warmup_steps, partial=True,
+                                  **_window_means(window)))
+        _save_on_interrupt(run, state, start, elapsed)
         run.checkpointer.close()
+        if interrupted:
+            signum = signal.SIGTERM if isinstance(error, _Terminated) else signal.SIGINT
+            raise RunInterrupted(f"interrupted ({signal.Signals(signum).name}) after step {step}; its state is "
+                                 f"checkpointed in {run.checkpointer.directory}: continue with --resume.",
+                                 step, int(signum)) from None
         raise
     finally:
         bar.close()
@@ -280,24 +402,36 @@ def fit(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False
       config: a validated configuration (see :mod:`implicit_jax.train.config`).
       workdir: output folder. Without ``resume`` it must not hold a previous run's
         checkpoints (nothing is overwritten); with ``resume`` training continues from its
-        latest checkpoint (or starts fresh if there is none).
+        latest readable checkpoint (or starts fresh if there is none). A second live run
+        on the same workdir is refused (:class:`~implicit_jax.train.lock.RunLockedError`).
       dataset: use this dataset instead of loading ``config.dataset`` (checked first).
       progress: show a tqdm progress bar.
       on_step: called with the step number after every step (tests use it to interrupt).
+
+    Raises:
+      RunInterrupted: on Ctrl-C or ``SIGTERM``, after checkpointing the last completed step.
+      NonFiniteError: when a non-finite step is not recoverable under ``nonfinite_policy``.
     """
     validate_config(config)
-    run, state, start = _start_run(config, workdir, resume, dataset)
+    check_workdir(workdir)
+    lock = RunLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return _fit_locked(config, workdir, resume, dataset, progress, on_step)
+
+
+def _fit_locked(config, workdir, resume, dataset, progress, on_step) -> RunResult:
+    run, state, start, elapsed = _start_run(config, workdir, resume, dataset)
 
     def on_sigterm(signum, frame):
-        raise _Interrupted("SIGTERM")
+        raise _Terminated()
 
     previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        state, elapsed = _train(run, state, start, progress, on_step)
+        state, elapsed = _train(run, state, start, elapsed, progress, on_step)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
     if run.checkpointer.latest_step() != run.total_steps:
-        run.checkpointer.save(run.total_steps, state)
+        run.checkpointer.save(run.total_steps, state, train_seconds=elapsed)
     run.checkpointer.close()
     final = run.evaluate(state.params)
     if start < run.total_steps:  # a resumed, already finished run has its final record

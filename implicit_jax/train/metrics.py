@@ -3,13 +3,15 @@
 Training records carry ``step``, ``time`` (seconds of training so far) and the train
 metrics; evaluation records carry ``step``, ``time`` and ``test_accuracy``/``test_loss``.
 On resume, records past the restored step are dropped first, so the file never holds a
-step twice.
+step twice. A process killed mid-write can leave a torn last line: readers drop it with a
+warning; any other line that is not JSON is an error naming the file and the line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -29,11 +31,21 @@ class MetricsWriter:
     def __init__(self, path: str, *, resume_step: int | None = None):
         self.path = path
         if resume_step is not None and os.path.exists(path):
-            kept = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step]
-            with open(path, "w") as handle:
-                handle.writelines(json.dumps(r) + "\n" for r in kept)
+            self.truncate(resume_step)
         elif resume_step is None and os.path.exists(path):
             os.remove(path)
+
+    def truncate(self, step: int) -> None:
+        """Drop the records past ``step`` (the checkpoint a run continues from), with a warning if any."""
+        if not os.path.exists(self.path):
+            return
+        records = read_metrics(self.path)
+        kept = [r for r in records if r.get("step", 0) <= step]
+        if len(kept) < len(records):
+            warnings.warn(f"{self.path}: dropped {len(records) - len(kept)} record(s) past step {step}, the "
+                          "checkpoint this run continues from.", RuntimeWarning, stacklevel=2)
+        with open(self.path, "w") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in kept)
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as handle:
@@ -41,8 +53,21 @@ class MetricsWriter:
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
+    """The records of ``path``; a torn last line is dropped with a warning, another bad line is a ValueError."""
     with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        lines = handle.read().split("\n")
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    records = []
+    for position, (number, line) in enumerate(numbered):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if position == len(numbered) - 1:
+                warnings.warn(f"{path}:{number}: dropped a torn last record ({error.msg}); the process that wrote it "
+                              "probably died mid-write.", RuntimeWarning, stacklevel=2)
+                break
+            raise ValueError(f"{path}:{number} is not a JSON record ({error.msg}): {line[:80]!r}") from None
+    return records
 
 
 def _series(records: Iterable[dict[str, Any]], key: str):

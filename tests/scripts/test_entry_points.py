@@ -2,8 +2,11 @@
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -13,8 +16,9 @@ from implicit_jax.testing import tanh_layer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*args, timeout=600):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def run(*args, timeout=600, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_demo_quick_trains_and_prints_both_tables():
@@ -58,11 +62,45 @@ def test_train_script_runs_the_smoke_config_and_resumes(tmp_path):
 
 def test_train_script_rejects_bad_configs_before_any_compute(tmp_path):
     cases = [("--config.backward=adjoint", "is not one of"), ("--config.colour=red", "unknown config field 'colour'"),
-             ("--config.batch_size=many", "batch_size")]
+             ("--config.batch_size=many", "batch_size"), ("--config.seed=-1", "seed=-1 is out of range"),
+             ("--config.seed.x=1", "config field 'seed' is a value, not a group")]
     for override, message in cases:
         out = run("scripts/train.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path / "bad"), override)
-        assert out.returncode != 0 and message in out.stderr, (override, out.stderr[-1000:])
+        assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, (override, out.stderr[-1000:])
     assert not (tmp_path / "bad").exists()
+    missing = run("scripts/train.py", "--config", "configs/nope.py", "--workdir", str(tmp_path / "bad"))
+    assert missing.returncode != 0 and missing.stderr.strip() == (
+        "error: config file 'configs/nope.py' does not exist (from --config=configs/nope.py); the shipped ones are in configs/.")
+    (tmp_path / "a_file").write_text("")
+    as_file = run("scripts/train.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path / "a_file"))
+    assert as_file.returncode != 0 and "is a file, not a folder" in as_file.stderr and "Traceback" not in as_file.stderr
+    devices = run("scripts/train.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path / "bad"), "--config.batch_size=30",
+                  env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert devices.returncode != 0 and "batch_size=30 must be divisible by the 4 devices" in devices.stderr
+    assert "Traceback" not in devices.stderr and not (tmp_path / "bad" / "metrics.jsonl").exists()
+
+
+def test_train_script_stops_a_diverging_run_with_one_line_and_exit_1(tmp_path):
+    out = run("scripts/train.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path), "--progress=false",
+              "--config.learning_rate=1e30", "--config.schedule=constant", "--config.optimizer=sgd")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "error: training stopped at step" in out.stderr and "nothing non-finite was saved" in out.stderr
+    assert "final test accuracy" not in out.stdout
+
+
+def test_ctrl_c_checkpoints_and_exits_130_with_one_line(tmp_path):
+    workdir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "scripts/train.py", "--config", "configs/smoke.py", "--workdir", str(workdir),
+                                "--progress=false", "--config.num_epochs=500"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 300
+    while not (workdir / "metrics.jsonl").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "interrupted (SIGINT) after step" in stderr and "continue with --resume" in stderr
+    assert any(p.name.isdigit() for p in (workdir / "checkpoints").iterdir()) and not (workdir / "run.lock").exists()
 
 
 def test_train_script_takes_estimator_options_from_the_command_line(tmp_path):
@@ -114,7 +152,7 @@ def test_bilevel_script_runs_logreg_ho_and_schedule_tuning(tmp_path):
     assert sched.returncode == 0, sched.stderr[-3000:]
     assert "memory fds" in sched.stdout and "fg2u:num_directions=2" in sched.stdout and (tmp_path / "s" / "results.json").exists()
     bad = run("scripts/bilevel.py", "--config", "configs/bilevel_logreg_ho.py", "--workdir", str(tmp_path / "b"), "--config.outer_stepz=3")
-    assert bad.returncode != 0 and "outer_stepz" in bad.stderr
+    assert bad.returncode != 0 and "unknown config field 'outer_stepz'" in bad.stderr and "Traceback" not in bad.stderr
     wrong = run("scripts/bilevel.py", "--config", "configs/bilevel_logreg_ho.py", "--workdir", str(tmp_path / "w"), "--config.regularizations=l1")
     assert wrong.returncode != 0 and "regularizations='l1' is out of range (comma-separated subset of ['scalar', 'per_feature'])" in wrong.stderr
 

@@ -1,0 +1,77 @@
+"""Checks the scripts run on their command line before absl parses it: one-line errors, no tracebacks.
+
+``scripts/train.py``, ``scripts/compare_backward.py`` and ``scripts/bilevel.py`` take
+``--config PATH`` (an ``ml_collections`` config file) and ``--config.FIELD=VALUE`` overrides.
+A missing or broken config file, or an override naming a field the config does not have,
+would otherwise surface as a long absl/ml_collections traceback; :func:`preflight` reports
+each as one line (``error: ...``) and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from typing import Sequence
+
+import ml_collections
+
+
+def _flag_value(argv: Sequence[str], name: str) -> str | None:
+    """The value of ``--name=VALUE`` or ``--name VALUE`` in ``argv`` (the last one given), else None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+    return value
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """``get_config()`` of the file ``spec`` names (``path`` or ``path:argument``, as ml_collections takes it)."""
+    path, _, argument = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ValueError(f"config file {path!r} does not exist (from --config={spec}); the shipped ones are in configs/.")
+    module_spec = importlib.util.spec_from_file_location("_config_file", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - any error in a user's file is reported the same way
+        raise ValueError(f"config file {path!r} failed to load: {type(error).__name__}: {error}") from None
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path!r} has no get_config() function.")
+    return module.get_config(argument) if argument else module.get_config()
+
+
+def override_problems(argv: Sequence[str], config: ml_collections.ConfigDict) -> list[str]:
+    """Overrides ``--config.NAME=...`` whose first component ``config`` lacks, or that go below a plain value.
+
+    ``--config.backward_options.k=3`` is fine when ``backward_options`` is a ConfigDict: its
+    keys are options of the chosen class, checked by the config's validation.
+    """
+    problems = []
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        path = arg[len("--config."):].split("=", 1)[0]
+        head, _, rest = path.partition(".")
+        if head not in config:
+            problems.append(f"unknown config field {head!r} in {arg!r}; valid fields are {sorted(config.keys())}")
+        elif rest and not isinstance(config[head], ml_collections.ConfigDict):
+            problems.append(f"config field {head!r} is a value, not a group, so {arg!r} cannot set {rest!r} under it")
+    return problems
+
+
+def preflight(argv: Sequence[str]) -> None:
+    """Exit with a one-line error if ``--config`` is missing or broken or an override names an unknown field."""
+    spec = _flag_value(argv, "config")
+    if spec is None:
+        return  # absl reports the missing required flag itself, in one line
+    try:
+        config = load_config_file(spec)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    problems = override_problems(argv, config)
+    if problems:
+        sys.exit("error: " + "; ".join(problems))

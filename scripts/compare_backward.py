@@ -14,7 +14,8 @@ forward solver steps, training seconds), writes it to ``WORKDIR/compare.json`` a
 takes them), so one table can compare configurations of the same estimator. SHINE needs the Broyden solver, so its run uses
 ``solver="broyden"``; every other run uses the config's solver. Forward and backward
 times are medians over repeated calls of the jitted forward pass and of the jitted
-train step on one batch (backward = step - forward).
+train step on one batch (backward = step - forward). It takes the process flags of
+``scripts/train.py`` for a multi-process run (process 0 prints and writes the table).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from benchmarks.timing import median_ms  # noqa: E402
 from implicit_jax._registry import parse_spec
 from implicit_jax.estimators import BACKWARDS
-from implicit_jax.train import fit, read_metrics, validate_config
-from implicit_jax.train.cli import preflight
+from implicit_jax.train import fit, is_primary, read_metrics, validate_config
+from implicit_jax.train.cli import define_distributed_flags, initialize_distributed_from_flags, preflight
 from implicit_jax.train import data as data_lib
 from implicit_jax.train import sharding
 from implicit_jax.train.loop import init_state, make_eval_step, make_train_step
@@ -42,6 +43,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "output folder")
 _BACKWARDS = flags.DEFINE_list("backwards", ["implicit", "shine", "jfb", "phantom_unroll", "phantom_neumann"],
                                f"estimators to compare, from {sorted(BACKWARDS)}, each optionally NAME:OPTION=VALUE:...")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timing repeats per estimator")
+define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -107,6 +109,7 @@ def plot(runs: dict[str, str], target: str) -> None:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    initialize_distributed_from_flags()
     try:
         validate_config(_CONFIG.value)
         configs = {spec: run_config(_CONFIG.value, spec) for spec in _BACKWARDS.value}
@@ -119,6 +122,8 @@ def main(argv):
     for name, config in configs.items():
         result = fit(config, os.path.join(_WORKDIR.value, run_folder(name)), dataset=dataset, progress=False)
         forward_ms, backward_ms = step_times(config, dataset, result.state, _REPEATS.value)
+        if not is_primary():
+            continue  # process 0 reports
         train = [r for r in read_metrics(result.metrics_path) if "loss" in r]
         mean_steps = sum(r["forward_steps"] for r in train) / len(train)
         runs[name] = result.metrics_path
@@ -126,6 +131,8 @@ def main(argv):
                          forward_ms=forward_ms, backward_ms=backward_ms, mean_forward_steps=mean_steps,
                          train_seconds=result.train_seconds))
         print(f"done {name}: test accuracy {100 * result.test_accuracy:.2f}%", flush=True)
+    if not is_primary():
+        return
     reference = next((r for r in rows if r["backward"] == "implicit"), rows[0])
     width = max(16, *(len(r["backward"]) + 1 for r in rows))
     print(f"\n{'backward':<{width}} {'solver':<9} {'test acc':>8} {'fwd ms':>8} {'bwd ms':>8} {'step/implicit':>13} "

@@ -9,9 +9,19 @@
 
 The workdir receives ``metrics.jsonl``, ``loss.png``/``accuracy.png``, ``config.json`` and
 ``checkpoints/``; ``config.json`` also records the configured solver and backward objects.
-``solver_options``/``backward_options`` take the keyword arguments of the chosen classes. ``--resume`` continues from the latest checkpoint. The configuration is
-validated (unknown fields, wrong types, invalid values) before any data is loaded. For a
-multi-host run, see :mod:`implicit_jax.train.sharding`.
+``solver_options``/``backward_options`` take the keyword arguments of the chosen classes.
+``--resume`` continues from the latest readable checkpoint. The configuration is validated
+(unknown fields, wrong types, invalid values) before any data is loaded.
+
+Multi-process (several hosts, or several processes on one): run the same command in every
+process with ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (process 0
+listens on HOST:PORT), or with ``--distributed`` where JAX detects the cluster (SLURM, Cloud
+TPU). The workdir must be on a file system every process sees; only process 0 writes metrics,
+plots and ``config.json``; orbax writes the checkpoints from every process. See
+:mod:`implicit_jax.train.sharding`.
+
+Exit status: 0 done, 1 an error (one line), 130 after Ctrl-C and 143 after ``SIGTERM`` (both
+checkpoint the last completed step first).
 """
 
 from __future__ import annotations
@@ -21,8 +31,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from implicit_jax.train import fit, maybe_initialize_distributed, validate_config
-from implicit_jax.train.cli import preflight
+from implicit_jax.train import fit, is_primary, validate_config
+from implicit_jax.train.cli import define_distributed_flags, initialize_distributed_from_flags, preflight
 from implicit_jax.train.health import NonFiniteError
 from implicit_jax.train.lock import RunLockedError
 from implicit_jax.train.loop import RunInterrupted
@@ -34,13 +44,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "path to a config file
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (metrics, plots, checkpoints)")
 _RESUME = flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
 _PROGRESS = flags.DEFINE_bool("progress", True, "show a progress bar")
+define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    maybe_initialize_distributed()
+    initialize_distributed_from_flags()
     config = _CONFIG.value
     try:
         validate_config(config)
@@ -53,6 +64,8 @@ def main(argv):
         sys.exit(128 + interrupted.signum)
     except (ValueError, NonFiniteError, RunLockedError) as error:
         sys.exit(f"error: {error}")
+    if not is_primary():
+        return
     print(f"final test accuracy: {100 * result.test_accuracy:.2f}% (test loss {result.test_loss:.4f}) after "
           f"{result.train_seconds:.0f} s of training")
     print(f"metrics: {result.metrics_path}")

@@ -72,12 +72,14 @@ def test_accumulation_dtype_is_at_least_float32():
 
 
 def test_an_unreachable_tolerance_warns_at_trace_time_naming_the_dtype():
+    # The warning comes from tracing, so jax.eval_shape shows it without compiling anything.
     f = lambda p, z, x: jnp.tanh(0.5 * z + x)  # noqa: E731
+    x = jax.ShapeDtypeStruct((4,), jnp.bfloat16)
     with pytest.warns(UserWarning, match=r"tol=1e-05 is below what a bfloat16 state can resolve.*tol >= 0.01"):
-        ij.fixed_point(f, (), jnp.ones(4, jnp.bfloat16))
+        jax.eval_shape(lambda x: ij.fixed_point(f, (), x), x)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ij.fixed_point(f, (), jnp.ones(4, jnp.bfloat16), tol=1e-2)
-        ij.fixed_point(f, (), jnp.ones(4, jnp.bfloat16), tol=1e-5, stop_mode="abs")  # absolute: scale unknown, no warning
+        jax.eval_shape(lambda x: ij.fixed_point(f, (), x, tol=1e-2), x)
+        jax.eval_shape(lambda x: ij.fixed_point(f, (), x, tol=1e-5, stop_mode="abs"), x)  # absolute: scale unknown, no warning
     assert not [w for w in caught if "can resolve" in str(w.message)], [str(w.message) for w in caught]
     np.testing.assert_allclose(SENSIBLE_TOL["float32"], 1e-5)

@@ -18,11 +18,11 @@ from implicit_jax.train.config import SCHEMA, base_config, model_from_config, op
 from implicit_jax.train.data import DATASETS, Dataset, batch_indices, check_dataset, load
 from implicit_jax.train.loop import RunResult, TrainState, evaluate, fit, init_state, make_eval_step, make_train_step
 from implicit_jax.train.metrics import MetricsWriter, plot_metrics, read_metrics
-from implicit_jax.train.sharding import data_mesh, maybe_initialize_distributed, replicate, shard_batch
+from implicit_jax.train.sharding import data_mesh, initialize_distributed, is_primary, replicate, shard_batch
 
 __all__ = [
     "Checkpointer", "DATASETS", "Dataset", "MetricsWriter", "RunResult", "SCHEMA", "TrainState", "base_config",
     "batch_indices", "check_dataset", "data_mesh", "evaluate", "fit", "init_state", "load", "make_eval_step",
-    "make_train_step", "maybe_initialize_distributed", "model_from_config", "optimizer_from_config", "plot_metrics",
+    "initialize_distributed", "is_primary", "make_train_step", "model_from_config", "optimizer_from_config", "plot_metrics",
     "read_metrics", "replicate", "shard_batch", "validate_config",
 ]

@@ -44,7 +44,9 @@ class Checkpointer:
     def __init__(self, directory: str, model_description: dict[str, Any], *, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
         self.description = dict(model_description)
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        # cleanup_tmp_directories: a save cut short by a kill leaves a temporary folder that would
+        # block the next save of that step.
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "meta"))
 
@@ -52,8 +54,13 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, *, train_seconds: float = 0.0) -> None:
-        """Write ``state`` as checkpoint ``step``, with the training seconds spent to reach it."""
-        leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree_util.tree_leaves(state)]
+        """Write ``state`` as checkpoint ``step``, with the training seconds spent to reach it.
+
+        ``jax.Array`` leaves go to orbax as they are: each process writes the shards it holds
+        (replicas once), nothing is gathered to one host. Every process of a multi-process
+        run must call this together.
+        """
+        leaves = [leaf if isinstance(leaf, jax.Array) else np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
         meta = {"model": self.description, "leaves": _leaf_specs(leaves), "step": int(step),
                 "train_seconds": float(train_seconds)}
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(leaves),
@@ -84,12 +91,12 @@ class Checkpointer:
         return self._read_state(step, like)
 
     def _read_state(self, step: int, like: Any) -> Any:
+        """Read the arrays straight into the shardings of ``like``'s ``jax.Array`` leaves (numpy for the others)."""
         leaves, treedef = jax.tree_util.tree_flatten(like)
-        abstract = [np.zeros(np.shape(leaf), leaf.dtype) for leaf in leaves]
+        abstract = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding) if isinstance(leaf, jax.Array)
+                    else np.zeros(np.shape(leaf), np.asarray(leaf).dtype) for leaf in leaves]
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-        placed = [jax.device_put(np.asarray(new), old.sharding) if hasattr(old, "sharding") else new
-                  for new, old in zip(restored, leaves)]
-        return jax.tree_util.tree_unflatten(treedef, placed)
+        return jax.tree_util.tree_unflatten(treedef, list(restored))
 
     def restore_latest(self, like: Any) -> Restored | None:
         """The newest checkpoint that restores (None if there is none), skipping unreadable ones with a warning.

@@ -15,6 +15,9 @@ import sys
 from typing import Sequence
 
 import ml_collections
+from absl import flags
+
+from implicit_jax.train.sharding import initialize_distributed
 
 
 def _flag_value(argv: Sequence[str], name: str) -> str | None:
@@ -75,3 +78,20 @@ def preflight(argv: Sequence[str]) -> None:
     problems = override_problems(argv, config)
     if problems:
         sys.exit("error: " + "; ".join(problems))
+
+
+def define_distributed_flags() -> None:
+    """The process flags every script takes (the names of ``jax.distributed.initialize``'s arguments)."""
+    flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for a multi-process run")
+    flags.DEFINE_integer("num_processes", None, "number of processes of a multi-process run")
+    flags.DEFINE_integer("process_id", None, "this process's index in [0, num_processes)")
+    flags.DEFINE_bool("distributed", False, "join a multi-process run with JAX's cluster auto-detection (SLURM, Cloud TPU, ...)")
+
+
+def initialize_distributed_from_flags() -> None:
+    """Join the multi-process run the process flags describe (nothing for a single process); one-line errors."""
+    values = flags.FLAGS
+    try:
+        initialize_distributed(values.coordinator_address, values.num_processes, values.process_id, auto=values.distributed)
+    except ValueError as error:
+        sys.exit(f"error: {error}")

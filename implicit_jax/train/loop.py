@@ -8,6 +8,9 @@ state and the step's batch (the batch itself is a pure function of the step, see
 its latest checkpoint ends with exactly the parameters of an uninterrupted run.
 An interrupted run (Ctrl-C, ``SIGTERM``, or any exception) writes a checkpoint of the
 last completed step before it exits; Ctrl-C and ``SIGTERM`` then raise :class:`RunInterrupted`.
+In a multi-process run ``SIGTERM`` to any process stops every process at one agreed step
+(JAX's preemption sync point) with a checkpoint; Ctrl-C or an error in one process cannot
+checkpoint (that needs every process) and resumes from the last periodic checkpoint.
 Checkpoints carry the training seconds spent, so a resumed run's ``time`` continues.
 
 A non-finite loss, gradient or updated state never enters the state (see
@@ -42,6 +45,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from implicit_jax.estimators import backward_tap
@@ -268,9 +272,10 @@ def _start_run(config, workdir: str, resume: bool, dataset: data_lib.Dataset | N
     restored = checkpointer.restore_latest(state) if resume else None
     if restored is not None:
         start, state, seconds = restored
-    os.makedirs(workdir, exist_ok=True)
-    write_config(config, workdir)
-    writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start if resume else None)
+    primary = sharding.is_primary()
+    if primary:
+        write_config(config, workdir)
+    writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start if resume else None, enabled=primary)
     steps = _jitted_steps(config, graphdef, rest, optimizer, mesh, state)
     names = health.leaf_names(state.params), ([f"params.{n}" for n in health.leaf_names(state.params)]
                                                + [f"opt_state.{n}" for n in health.leaf_names(state.opt_state)])
@@ -342,7 +347,9 @@ def _train(run: _Run, state: TrainState, start: int, elapsed: float, progress: b
     """
     config = run.config
     window, recoveries, monitor = [], 0, health.ConvergenceMonitor()
-    bar = tqdm(total=run.total_steps, initial=start, disable=not progress, dynamic_ncols=True, desc="train")
+    multi_process = jax.process_count() > 1
+    bar = tqdm(total=run.total_steps, initial=start, disable=not (progress and sharding.is_primary()), dynamic_ncols=True,
+               desc="train")
     step = start
     try:
         while step < run.total_steps:
@@ -376,12 +383,20 @@ def _train(run: _Run, state: TrainState, start: int, elapsed: float, progress: b
                 run.checkpointer.save(step, state, train_seconds=elapsed)
             if on_step is not None:
                 on_step(step)
+            if multi_process and multihost_utils.reached_preemption_sync_point(step):
+                raise _Terminated()  # every process gets here at the same step: the checkpoint below is collective
     except BaseException as error:
         interrupted = isinstance(error, (KeyboardInterrupt, _Terminated))
         if interrupted and window:
             run.writer.write(dict(step=step, time=elapsed, warmup=step <= config.warmup_steps, partial=True,
                                   **_window_means(window)))
-        _save_on_interrupt(run, state, start, elapsed)
+        # A multi-process checkpoint needs every process: save only where they all stop at this step.
+        if not multi_process or isinstance(error, (_Terminated, health.NonFiniteError)):
+            _save_on_interrupt(run, state, start, elapsed)
+        else:
+            warnings.warn(f"{type(error).__name__} in process {jax.process_index()} of a multi-process run: no checkpoint "
+                          "on the way out (it needs every process); --resume continues from the last periodic one. "
+                          "Send SIGTERM to stop with a checkpoint.", RuntimeWarning, stacklevel=2)
         run.checkpointer.close()
         if interrupted:
             signum = signal.SIGTERM if isinstance(error, _Terminated) else signal.SIGINT
@@ -425,17 +440,21 @@ def _fit_locked(config, workdir, resume, dataset, progress, on_step) -> RunResul
     def on_sigterm(signum, frame):
         raise _Terminated()
 
-    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    # Several processes: JAX's preemption service catches SIGTERM and _train stops every process
+    # at one agreed step; installing a Python handler here would take SIGTERM away from it.
+    single = jax.process_count() == 1
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm) if single else None
     try:
         state, elapsed = _train(run, state, start, elapsed, progress, on_step)
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        if single:
+            signal.signal(signal.SIGTERM, previous_handler)
     if run.checkpointer.latest_step() != run.total_steps:
         run.checkpointer.save(run.total_steps, state, train_seconds=elapsed)
     run.checkpointer.close()
     final = run.evaluate(state.params)
     if start < run.total_steps:  # a resumed, already finished run has its final record
         run.writer.write(dict(step=run.total_steps, time=elapsed, **final))
-    plots = plot_metrics(run.writer.path, workdir)
+    plots = plot_metrics(run.writer.path, workdir) if sharding.is_primary() else []
     return RunResult(state, final["test_accuracy"], final["test_loss"], os.path.abspath(workdir), run.writer.path, plots,
                      elapsed)

@@ -26,10 +26,16 @@ def _plain(value: Any) -> Any:
 
 
 class MetricsWriter:
-    """Append-only JSONL writer (``path``), flushed per record."""
+    """Append-only JSONL writer (``path``), flushed per record; a no-op where ``enabled`` is False.
 
-    def __init__(self, path: str, *, resume_step: int | None = None):
-        self.path = path
+    In a multi-process run only the primary process writes (``enabled=is_primary()``), so
+    each record appears once.
+    """
+
+    def __init__(self, path: str, *, resume_step: int | None = None, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
         if resume_step is not None and os.path.exists(path):
             self.truncate(resume_step)
         elif resume_step is None and os.path.exists(path):
@@ -37,7 +43,7 @@ class MetricsWriter:
 
     def truncate(self, step: int) -> None:
         """Drop the records past ``step`` (the checkpoint a run continues from), with a warning if any."""
-        if not os.path.exists(self.path):
+        if not self.enabled or not os.path.exists(self.path):
             return
         records = read_metrics(self.path)
         kept = [r for r in records if r.get("step", 0) <= step]
@@ -48,6 +54,8 @@ class MetricsWriter:
             handle.writelines(json.dumps(r) + "\n" for r in kept)
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as handle:
             handle.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
 

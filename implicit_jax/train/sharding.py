@@ -4,10 +4,11 @@ Parameters and optimizer state are replicated, batches are split along their lea
 axis; ``jit`` inserts the gradient all-reduce. The same code runs on one CPU, one GPU,
 several local devices (``XLA_FLAGS=--xla_force_host_platform_device_count=4`` simulates
 four on a CPU) or several hosts. For a multi-host run, start the same command on every
-host with ``IMPLICIT_JAX_DISTRIBUTED=1`` (and, off managed clusters, the
-``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` variables):
-``scripts/train.py`` then calls ``jax.distributed.initialize()`` before anything else, and
-each host feeds its own slice of every global batch (:func:`shard_batch`).
+host with the process flags (``--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I``, or ``--distributed`` on a managed cluster, see :func:`initialize_distributed`):
+the scripts call ``jax.distributed.initialize`` before anything else, each host feeds its own
+slice of every global batch (:func:`shard_batch`), and only the primary process (index 0)
+writes metrics, plots and progress bars (:func:`is_primary`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,39 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed() -> None:
-    """Call ``jax.distributed.initialize()`` when ``IMPLICIT_JAX_DISTRIBUTED=1`` is set."""
-    if os.environ.get("IMPLICIT_JAX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, *, auto: bool = False) -> bool:
+    """Join a multi-process run; True if one was joined.
+
+    Either all three of ``coordinator_address`` (``HOST:PORT`` of process 0), ``num_processes``
+    and ``process_id`` (the arguments of ``jax.distributed.initialize``), or ``auto=True`` on a
+    managed cluster (SLURM, Cloud TPU, ...), where JAX reads them from the environment. With
+    none of them, a single-process run: nothing happens. ``IMPLICIT_JAX_DISTRIBUTED=1`` in the
+    environment is the same as ``auto=True``.
+    """
+    given = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
+    missing = [name for name, value in given.items() if value is None]
+    if len(missing) == 3:
+        if auto or os.environ.get("IMPLICIT_JAX_DISTRIBUTED") == "1":
+            jax.distributed.initialize()
+            return True
+        return False
+    if missing:
+        raise ValueError(f"a multi-process run needs coordinator_address, num_processes and process_id together; "
+                         f"missing {missing} (or pass none of them and use auto detection on a managed cluster).")
+    if auto:
+        raise ValueError("pass either the three process options or auto detection, not both.")
+    if not (isinstance(num_processes, int) and num_processes >= 1 and isinstance(process_id, int) and 0 <= process_id < num_processes):
+        raise ValueError(f"process_id must lie in [0, num_processes), got process_id={process_id} and num_processes={num_processes}.")
+    if ":" not in coordinator_address:
+        raise ValueError(f"coordinator_address must be HOST:PORT (process 0's address), got {coordinator_address!r}.")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    return True
+
+
+def is_primary() -> bool:
+    """True on the process that writes files and prints (process 0; the only one in a single-process run)."""
+    return jax.process_index() == 0
 
 
 def data_mesh() -> Mesh:

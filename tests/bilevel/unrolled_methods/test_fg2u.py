@@ -1,4 +1,5 @@
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -101,3 +102,55 @@ def test_directions_sharded_over_four_devices_give_the_single_device_estimate():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_directions_sharded_over_the_devices_of_two_processes_give_the_single_device_estimate():
+    """Two processes on 127.0.0.1 with two CPU devices each: the directions are split over all four."""
+    script = textwrap.dedent(
+        """
+        import sys, jax, jax.numpy as jnp, numpy as np
+        jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+        jax.config.update("jax_enable_x64", True)
+        assert jax.device_count() == 4 and jax.local_device_count() == 2, jax.devices()
+        import implicit_jax as ij
+        from tests.bilevel import sgd_problem as P
+        fn = jax.jit(lambda h, k: ij.unrolled_hypergradient(P.make_step(12), h, P.state0(), 12, P.outer_loss,
+                                                             method=ij.FG2U(num_directions=6), key=k))
+        value, grad = fn(P.hparams(12), jax.random.key(7))
+        grad = jax.tree_util.tree_leaves(grad)
+        assert all(len(g.sharding.device_set) == 4 for g in grad)  # replicated over both processes
+        print(repr([float(value)] + [float(x) for g in grad for x in np.ravel(np.asarray(g))]))
+        """
+    )
+    single = textwrap.dedent(
+        """
+        import jax, numpy as np
+        jax.config.update("jax_enable_x64", True)
+        import implicit_jax as ij
+        from tests.bilevel import sgd_problem as P
+        fn = jax.jit(lambda h, k: ij.unrolled_hypergradient(P.make_step(12), h, P.state0(), 12, P.outer_loss,
+                                                             method=ij.FG2U(num_directions=6, shard=False), key=k))
+        value, grad = fn(P.hparams(12), jax.random.key(7))
+        print(repr([float(value)] + [float(x) for g in jax.tree_util.tree_leaves(grad) for x in np.ravel(np.asarray(g))]))
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    processes = [subprocess.Popen([sys.executable, "-c", script, f"127.0.0.1:{port}", str(i)], env=env, cwd=root,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=240) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in processes), [err[-3000:] for _, err in outputs]
+    reference = subprocess.run([sys.executable, "-c", single], env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=root,
+                               capture_output=True, text=True, timeout=240)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = eval(reference.stdout.strip().splitlines()[-1])
+    for out, _ in outputs:
+        np.testing.assert_allclose(eval(out.strip().splitlines()[-1]), expected, rtol=1e-12)

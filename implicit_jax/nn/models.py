@@ -79,7 +79,7 @@ class MLPCell(nnx.Module):
                                        init_scale=0.5, rngs=rngs)
 
     def __call__(self, z: jax.Array, x: jax.Array) -> jax.Array:
-        return jnp.tanh(z @ self.linear() + x)
+        return jnp.tanh(z @ self.linear().astype(z.dtype) + x)  # in the state's dtype (bfloat16 under mixed precision)
 
 
 class ResidualCell(nnx.Module):
@@ -105,10 +105,17 @@ def _solve(deq: DEQ, injection, jacobian_key, unrolled_steps, backward_tap):
 
 
 class DEQMLP(nnx.Module):
-    """DEQ classifier for flat inputs (``(batch, features)``; larger inputs are flattened)."""
+    """DEQ classifier for flat inputs (``(batch, features)``; larger inputs are flattened).
+
+    ``dtype`` is the equilibrium state's dtype: with ``jnp.bfloat16`` the injection is cast to
+    it and the cell and the solver run in it (the solver's reductions in float32, see
+    :func:`implicit_jax.fixed_point`), while the parameters, the head and the gradients stay in
+    float32 (mixed precision). Use a tolerance the dtype can reach (``tol >= 1e-2`` for bfloat16).
+    """
 
     def __init__(self, in_features: int, num_classes: int, *, hidden: int = 128, normalization: str = "spectral",
-                 spectral_bound: float = 0.9, rngs: nnx.Rngs, **deq_options):
+                 spectral_bound: float = 0.9, dtype=jnp.float32, rngs: nnx.Rngs, **deq_options):
+        self.dtype = jnp.dtype(dtype)
         self.injection = Dense(in_features, hidden, rngs=rngs)
         self.deq = DEQ(MLPCell(hidden, normalization=normalization, spectral_bound=spectral_bound, rngs=rngs),
                        **deq_options)
@@ -121,7 +128,8 @@ class DEQMLP(nnx.Module):
         x = x.reshape(x.shape[0], -1)
         if x.shape[-1] != self.in_features:
             raise ValueError(f"DEQMLP expects {self.in_features} features per sample, got input of shape {x.shape}.")
-        z, info, penalty = _solve(self.deq, self.injection(x), jacobian_key, unrolled_steps, backward_tap)
+        z, info, penalty = _solve(self.deq, self.injection(x).astype(self.dtype), jacobian_key, unrolled_steps, backward_tap)
+        z = z.astype(jnp.promote_types(z.dtype, jnp.float32))  # the head in float32 (or wider)
         return ModelOutput(self.head(self.norm(z)), info, penalty)
 
 

@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from implicit_jax.estimators import BACKWARDS, AbstractBackward, resolve_backward
+from implicit_jax.fixed_point import SENSIBLE_TOL
 from implicit_jax.nn import NORMALIZATIONS, ConvDEQ, DEQMLP
 from implicit_jax.solvers import SOLVERS, AbstractFixedPointSolver, resolve_solver
 from implicit_jax.solvers.stopping import STOP_MODES
@@ -23,6 +24,7 @@ from implicit_jax.train.data import DATASETS
 from implicit_jax.train.health import NONFINITE_POLICIES
 
 MODELS = ("conv_deq", "deq_mlp")
+STATE_DTYPES = ("float32", "bfloat16", "float16")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
@@ -45,6 +47,7 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "width": (int, _positive, "channels (conv_deq) or hidden units (deq_mlp)"),
     "groups": (int, _positive, "GroupNorm groups (conv_deq)"),
     "normalization": (str, NORMALIZATIONS, "kernel normalisation of the cell"),
+    "dtype": (str, STATE_DTYPES, "equilibrium state and cell compute dtype (deq_mlp; parameters stay float32)"),
     "solver": (str, tuple(sorted(SOLVERS)), "forward solver"),
     "solver_options": (ml_collections.ConfigDict, None, "options of the forward solver, e.g. memory=10 (see its class)"),
     "backward": (str, tuple(sorted(BACKWARDS)), "backward estimator"),
@@ -76,14 +79,14 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
 }
 
 # Fields that fix the parameters' shapes: a checkpoint is only compatible if they match.
-MODEL_FIELDS = ("dataset", "model", "width", "groups", "normalization", "optimizer")
+MODEL_FIELDS = ("dataset", "model", "width", "groups", "normalization", "optimizer")  # dtype: parameters stay float32
 
 
 def base_config() -> ml_collections.ConfigDict:
     """Defaults for every field of :data:`SCHEMA` (a config file overrides some)."""
     return ml_collections.ConfigDict(dict(
         dataset="synthetic", data_dir="", train_subset=0, test_subset=0,
-        model="deq_mlp", width=64, groups=8, normalization="spectral",
+        model="deq_mlp", width=64, groups=8, normalization="spectral", dtype="float32",
         solver="anderson", solver_options={}, backward="implicit", backward_options={}, tol=1e-3, max_steps=30, stop_mode="rel", atol=0.0,
         jac_reg_weight=0.0, warmup_steps=0, warmup_unrolled_steps=5,
         optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="cosine", lr_warmup_steps=0, grad_clip=0.0,
@@ -131,6 +134,13 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         problems.append(f"width={config.width} must be divisible by groups={config.groups}")
     if not problems and config.atol and config.stop_mode != "mixed":
         problems.append(f"atol={config.atol!r} is used by stop_mode='mixed' only, but stop_mode={config.stop_mode!r}")
+    if not problems and config.dtype != "float32":
+        if config.model != "deq_mlp":
+            problems.append(f"dtype={config.dtype!r} is supported by model='deq_mlp' only (got model={config.model!r})")
+        reachable = config.stop_mode == "abs" or (config.stop_mode == "mixed" and config.atol > 0)
+        if not reachable and config.tol < SENSIBLE_TOL[config.dtype]:
+            problems.append(f"tol={config.tol:g} is below what a {config.dtype} state can resolve; use tol >= "
+                            f"{SENSIBLE_TOL[config.dtype]:g} with dtype={config.dtype!r}")
     if not problems:
         try:
             solver, backward = estimator_from_config(config)
@@ -173,8 +183,8 @@ def model_from_config(config: ml_collections.ConfigDict, image_shape: tuple[int,
     features = 1
     for size in image_shape:
         features *= size
-    return DEQMLP(features, num_classes, hidden=config.width, normalization=config.normalization, rngs=rngs,
-                  **deq_options)
+    return DEQMLP(features, num_classes, hidden=config.width, normalization=config.normalization, dtype=config.dtype,
+                  rngs=rngs, **deq_options)
 
 
 def schedule_from_config(config: ml_collections.ConfigDict, total_steps: int) -> Callable[[Any], Any]:

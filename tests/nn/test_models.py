@@ -36,3 +36,25 @@ def test_deq_mlp_cell_is_a_contraction_and_its_solve_converges():
     assert float(jnp.linalg.norm(mlp.deq.cell.linear(), 2)) <= 0.9 + 1e-5
     out = mlp(jnp.asarray(np.random.default_rng(0).standard_normal((3, 8, 8, 1)), jnp.float32))
     assert out.logits.shape == (3, 10) and bool(jnp.all(out.info.converged))
+
+
+def test_deq_mlp_in_bfloat16_solves_in_bfloat16_and_keeps_float32_parameters_and_gradients():
+    x = jax.random.normal(jax.random.key(0), (8, 20))
+    models = {dtype: DEQMLP(20, 3, hidden=32, dtype=dtype, tol=1e-2, rngs=nnx.Rngs(0)) for dtype in (jnp.float32, jnp.bfloat16)}
+    outputs = {}
+    for dtype, model in models.items():
+        graphdef, params = nnx.split(model)
+
+        def loss(p, graphdef=graphdef):
+            out = nnx.merge(graphdef, p)(x)
+            return jnp.mean(out.logits ** 2), out
+
+        (value, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        assert out.logits.dtype == jnp.float32 and bool(jnp.all(out.info.converged))
+        assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
+        outputs[dtype] = (out.logits, jnp.concatenate([jnp.ravel(g) for g in jax.tree_util.tree_leaves(grads)]))
+    z, _ = models[jnp.bfloat16].deq(models[jnp.bfloat16].injection(x).astype(jnp.bfloat16))
+    assert z.dtype == jnp.bfloat16
+    (logits32, grads32), (logits16, grads16) = outputs[jnp.float32], outputs[jnp.bfloat16]
+    np.testing.assert_allclose(logits16, logits32, atol=0.05)
+    assert float(jnp.dot(grads16, grads32) / (jnp.linalg.norm(grads16) * jnp.linalg.norm(grads32))) > 0.99

@@ -1,6 +1,7 @@
 import importlib.util
 from pathlib import Path
 
+import jax.numpy as jnp
 import ml_collections
 import pytest
 from flax import nnx
@@ -84,4 +85,18 @@ def test_an_option_of_another_estimator_is_refused_with_the_valid_ones():
     config = base_config()
     config.solver, config.solver_options = "broyden", dict(memory=-1)
     with pytest.raises(ValueError, match=r"solver 'broyden'.*memory"):
+        validate_config(config)
+
+
+def test_a_low_precision_state_needs_a_reachable_tolerance_and_the_mlp():
+    config = base_config()
+    config.dtype, config.tol = "bfloat16", 1e-4
+    with pytest.raises(ValueError, match=r"tol=0.0001 is below what a bfloat16 state can resolve; use tol >= 0.01"):
+        validate_config(config)
+    config.tol = 1e-2
+    validate_config(config)
+    model = model_from_config(config, (8, 8, 1), 4, nnx.Rngs(0))
+    assert model.dtype == jnp.bfloat16
+    config.model, config.width, config.groups = "conv_deq", 8, 4
+    with pytest.raises(ValueError, match="dtype='bfloat16' is supported by model='deq_mlp' only"):
         validate_config(config)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from implicit_jax._flat import safe_divide
+from implicit_jax._flat import accumulation_dtype, safe_divide
 
 
 class LowRankInverse(NamedTuple):
@@ -65,14 +65,27 @@ def _live(inverse: LowRankInverse) -> jax.Array:
     return jnp.arange(inverse.u.shape[0]) < inverse.count
 
 
+def _vdot(a: jax.Array, b: jax.Array) -> jax.Array:
+    """:math:`a^\\top b` accumulated in at least float32 (see :func:`implicit_jax._flat.accumulation_dtype`)."""
+    acc = accumulation_dtype(jnp.result_type(a, b))
+    return jnp.vdot(a.astype(acc), b.astype(acc))
+
+
+def _low_rank_product(left: jax.Array, right: jax.Array, live: jax.Array, x: jax.Array) -> jax.Array:
+    """:math:`-x + L^\\top (R x)` over the live rows, both products accumulated in at least float32."""
+    acc = accumulation_dtype(x.dtype)
+    coefficients = jnp.where(live, jnp.matmul(right, x, preferred_element_type=acc), 0.0)
+    return (-x.astype(acc) + jnp.matmul(coefficients, left.astype(acc))).astype(x.dtype)
+
+
 def matvec(inverse: LowRankInverse, x: jax.Array) -> jax.Array:
     """:math:`H x = -x + U^\\top (V x)`."""
-    return -x + inverse.u.T @ jnp.where(_live(inverse), inverse.v @ x, 0.0)
+    return _low_rank_product(inverse.u, inverse.v, _live(inverse), x)
 
 
 def rmatvec(inverse: LowRankInverse, x: jax.Array) -> jax.Array:
     """:math:`H^\\top x = -x + V^\\top (U x)`, the transpose product SHINE needs."""
-    return -x + inverse.v.T @ jnp.where(_live(inverse), inverse.u @ x, 0.0)
+    return _low_rank_product(inverse.v, inverse.u, _live(inverse), x)
 
 
 def transpose(inverse: LowRankInverse) -> LowRankInverse:
@@ -93,8 +106,8 @@ def _push(inverse: LowRankInverse, u_new: jax.Array, v_new: jax.Array, accept: j
     """Write one pair into slot ``count`` (a scatter of two rows; nothing else is copied)."""
     slot = jnp.where(accept, inverse.count, inverse.u.shape[0])  # out of bounds: dropped
     return LowRankInverse(
-        inverse.u.at[slot].set(u_new, mode="drop"),
-        inverse.v.at[slot].set(v_new, mode="drop"),
+        inverse.u.at[slot].set(u_new.astype(inverse.u.dtype), mode="drop"),
+        inverse.v.at[slot].set(v_new.astype(inverse.v.dtype), mode="drop"),
         inverse.count + accept.astype(jnp.int32),
     )
 
@@ -115,14 +128,14 @@ def good_broyden_update(inverse: LowRankInverse, s: jax.Array, y: jax.Array, act
     """
     room = _make_room(inverse)
     v_new = rmatvec(room, s)
-    u_new, ok = safe_divide(s - _h_times_y(inverse, room, y, hy), jnp.vdot(v_new, y))
+    u_new, ok = safe_divide(s - _h_times_y(inverse, room, y, hy), _vdot(v_new, y))
     return _accept(inverse, room, u_new, v_new, ok & active)
 
 
 def bad_broyden_update(inverse: LowRankInverse, s: jax.Array, y: jax.Array, active=True, hy: jax.Array | None = None) -> LowRankInverse:
     """Broyden's second ("bad") method on the inverse; arguments and skipping as :func:`good_broyden_update`."""
     room = _make_room(inverse)
-    u_new, ok = safe_divide(s - _h_times_y(inverse, room, y, hy), jnp.vdot(y, y))
+    u_new, ok = safe_divide(s - _h_times_y(inverse, room, y, hy), _vdot(y, y))
     return _accept(inverse, room, u_new, y, ok & active)
 
 
@@ -141,7 +154,7 @@ def refresh_product(old: LowRankInverse, new: LowRankInverse, x: jax.Array, old_
     restarted = accepted & (old.count >= old.u.shape[0])
     newest = jnp.maximum(new.count - 1, 0)
     base = jnp.where(restarted, -x, old_hx)
-    return jnp.where(accepted, base + new.u[newest] * jnp.vdot(new.v[newest], x), old_hx)
+    return jnp.where(accepted, base + (new.u[newest] * _vdot(new.v[newest], x)).astype(x.dtype), old_hx)
 
 
 BROYDEN_UPDATES = {"good": good_broyden_update, "bad": bad_broyden_update}
@@ -158,20 +171,20 @@ class LBFGSMemory(NamedTuple):
 
 def lbfgs_init(n: int, memory: int, dtype=jnp.float32) -> LBFGSMemory:
     zeros = jnp.zeros((memory, n), dtype)
-    return LBFGSMemory(zeros, zeros, jnp.zeros((memory,), dtype), jnp.zeros((), jnp.int32))
+    return LBFGSMemory(zeros, zeros, jnp.zeros((memory,), accumulation_dtype(dtype)), jnp.zeros((), jnp.int32))
 
 
 def lbfgs_update(state: LBFGSMemory, s: jax.Array, y: jax.Array) -> LBFGSMemory:
     """Store a pair when the curvature condition :math:`s^\\top y > 0` holds (else keep the memory)."""
     memory = state.s.shape[0]
-    curvature = jnp.vdot(s, y)
+    curvature = _vdot(s, y)
     rho, ok = safe_divide(jnp.ones_like(curvature), curvature)
     accept = ok & (curvature > 0)
     slot = jax.nn.one_hot(state.count % memory, memory, dtype=state.s.dtype) * accept
     return LBFGSMemory(
         state.s * (1 - slot[:, None]) + slot[:, None] * s,
         state.y * (1 - slot[:, None]) + slot[:, None] * y,
-        state.rho * (1 - slot) + slot * rho,
+        state.rho * (1 - slot.astype(state.rho.dtype)) + slot.astype(state.rho.dtype) * rho.astype(state.rho.dtype),
         state.count + accept.astype(jnp.int32),
     )
 
@@ -182,7 +195,11 @@ def lbfgs_inverse_hvp(state: LBFGSMemory, g: jax.Array) -> jax.Array:
     The initial matrix is :math:`\\gamma I` with :math:`\\gamma = s^\\top y / y^\\top y` of the
     newest pair (identity when the memory is empty). Pairs are visited newest to oldest
     in the first loop and oldest to newest in the second, following the ring order.
+    The recursion runs in at least float32 (bfloat16 pairs are widened), the result in ``g``'s dtype.
     """
+    acc = accumulation_dtype(g.dtype)
+    out_dtype, g = g.dtype, g.astype(acc)
+    state = state._replace(s=state.s.astype(acc), y=state.y.astype(acc), rho=state.rho.astype(acc))
     memory = state.s.shape[0]
     stored = jnp.minimum(state.count, memory)
 
@@ -208,4 +225,4 @@ def lbfgs_inverse_hvp(state: LBFGSMemory, g: jax.Array) -> jax.Array:
         beta = state.rho[idx] * jnp.vdot(state.y[idx], r)
         return r + jnp.where(live, alphas[idx] - beta, 0.0) * state.s[idx]
 
-    return lax.fori_loop(0, memory, second_loop, r)
+    return lax.fori_loop(0, memory, second_loop, r).astype(out_dtype)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from implicit_jax import _flat
+from implicit_jax import _flat, _partition
 from implicit_jax._checks import check_float_scalar, describe, eval_shape_or_explain
 from implicit_jax._deprecated import moved_names
 from implicit_jax._registry import resolve
@@ -73,8 +73,10 @@ def unrolled_hypergradient(
       step: one differentiable training step ``step(state, hparams, t) -> state`` (same
         structure, shapes and dtypes); ``t`` is the int32 step index, so minibatches and
         schedules can depend on it (use :func:`shared_schedule` for FDS's shared values).
-      hparams: the hyperparameters (any pytree of floats).
-      state0: the initial training state (weights, momentum, ...).
+      hparams: the hyperparameters (any pytree of floats; non-array leaves, such as an
+        Equinox module's functions, ride along and get ``None`` in the hypergradient).
+      state0: the initial training state (weights, momentum, ...; an Equinox model works:
+        its non-array leaves ride along untouched).
       num_steps: :math:`T >= 1`.
       outer_loss: ``outer_loss(state_T, hparams) -> scalar`` (e.g. validation loss).
       method: ``"reverse"``, ``"truncated"``, ``"fds"``, ``"fg2u"`` or a configured object
@@ -85,6 +87,9 @@ def unrolled_hypergradient(
       ``(value, hypergrad)``: :math:`F(\\varphi)` and the estimate of :math:`\\nabla F` with the structure of ``hparams``.
     """
     method = resolve_method(method)
+    hparams_treedef = None
+    if _partition.has_static_leaves(hparams) or _partition.has_static_leaves(state0):  # e.g. an Equinox model
+        step, outer_loss, hparams, state0, hparams_treedef = _on_array_leaves(step, outer_loss, hparams, state0)
     _check(step, outer_loss, hparams, state0, num_steps)
     h_flat, unravel = ravel_pytree(hparams)
     method.check(num_steps, h_flat.size)
@@ -92,7 +97,28 @@ def unrolled_hypergradient(
         raise ValueError(f"method {method!r} draws random directions; pass key=jax.random.key(...).")
     problem = UnrolledProblem(step, outer_loss, num_steps, unravel)
     value, grad = method.value_and_grad(problem, h_flat, state0, key)
+    if hparams_treedef is not None:  # None at the non-array leaves, as equinox.filter_grad gives
+        return value, jax.tree_util.tree_unflatten(hparams_treedef, unravel(grad))
     return value, unravel(grad)
+
+
+def _on_array_leaves(step, outer_loss, hparams, state0):
+    """``step`` and ``outer_loss`` on the array leaves of ``hparams`` and ``state0``; the other leaves ride along.
+
+    Returns ``(step, outer_loss, hparams arrays, state arrays, hparams treedef)``; the arrays
+    are lists with ``None`` at the non-array leaves (which ``ravel_pytree`` and the loops skip).
+    """
+    h_arrays, h_static = _partition.partition(hparams)
+    s_arrays, s_static = _partition.partition(state0)
+
+    def array_step(state, h, t):
+        out = step(_partition.combine(state, s_static), _partition.combine(h, h_static), t)
+        return _partition.partition(out)[0]
+
+    def array_loss(state, h):
+        return outer_loss(_partition.combine(state, s_static), _partition.combine(h, h_static))
+
+    return array_step, array_loss, h_arrays, s_arrays, h_static.treedef
 
 
 __getattr__ = moved_names(__name__, {"Reverse": "implicit_jax.bilevel.unrolled_methods", "Truncated": "implicit_jax.bilevel.unrolled_methods"})

@@ -1,7 +1,9 @@
 r"""SHINE: SHaring the INverse Estimate (Ramzi, Mannel, Bai, Starck, Ciuciu & Moreau, ICLR 2022).
 
-The forward Broyden solve leaves :math:`H \approx (J - I)^{-1}` (low rank, one
-estimate per sample). Since the exact adjoint is
+The forward quasi-Newton solve leaves :math:`H \approx (J - I)^{-1}`, one estimate per
+sample: Broyden's low-rank factors, or Anderson's multisecant estimate
+:math:`H = -\beta I + (\Delta X + \beta \Delta G) M^{-1} \Delta G^\top` built from its history
+(:func:`implicit_jax.solvers.fixed_point.anderson.multisecant_rmatvec`). Since the exact adjoint is
 :math:`u = (I - J^\top)^{-1} g = -H_\text{exact}^\top g`, SHINE uses (their eq. 4 / Alg. 1)
 
 .. math:: u^\top = -g^\top H
@@ -12,29 +14,27 @@ exact gradient. Options:
 
 * ``fallback``: per sample, if :math:`\|u\| > \text{ratio}\cdot\|g\|` use :math:`u = g`
   (the Jacobian-free direction); ratio 1.8 is the official code's rule.
-* ``refine``: ``n`` more Broyden steps on the adjoint residual
-  :math:`u \mapsto J^\top u + g - u`, warm-started at the SHINE estimate and at the
-  transposed forward factors :math:`H^\top \approx (J^\top - I)^{-1}`.
+* ``refine``: ``n`` more steps of the forward solver on the adjoint residual
+  :math:`u \mapsto J^\top u + g - u`, warm-started at the SHINE estimate (Broyden also at
+  the transposed forward factors :math:`H^\top \approx (J^\top - I)^{-1}`; Anderson from a
+  fresh history).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
 from implicit_jax import _flat
-from implicit_jax import quasi_newton as qn
 from implicit_jax.adjoint import custom_root, solver_backward_info
 from implicit_jax.estimators.base import AbstractBackward
-from implicit_jax.solvers import Broyden, StopCriterion, iterate
+from implicit_jax.solvers import StopCriterion, iterate
 
 
 def shine_rule(config: "Shine", ctx, g):
-    """Eq. 4: :math:`u = -H^\\top g` from the forward Broyden factors, then the fallback and refine options."""
-    inverse = ctx.solver_state.inverse
-    u = -jax.vmap(qn.rmatvec)(inverse, g)
+    """Eq. 4: :math:`u = -H^\\top g` from the forward solver's estimate, then the fallback and refine options."""
+    u = -ctx.solver.inverse_transpose_product(ctx.solver_state, g)
     fell_back = jnp.zeros(g.shape[:1], bool)
     if config.fallback:
         fell_back = _flat.row_norm(u) > config.fallback_ratio * _flat.row_norm(g)
@@ -49,8 +49,7 @@ def shine_rule(config: "Shine", ctx, g):
         stop_mode=ctx.criterion.stop_mode,
         atol=ctx.criterion.atol,
     )
-    adjoint_solver = dataclasses.replace(ctx.solver, line_search=False)
-    warm = Broyden.warm_start(jax.vmap(qn.transpose)(inverse), ctx.solver_state.steps)
+    adjoint_solver, warm = ctx.solver.adjoint_refinement(ctx.solver_state)
     u, info, _ = iterate(adjoint_solver, lambda v: jvp_t(v) + g, u, criterion, init=warm)
     return pull(u), solver_backward_info(info, g.dtype, fallback_fraction)
 
@@ -60,12 +59,12 @@ shine_fixed_point = custom_root(shine_rule, "shine", keeps_solver_state=True)
 
 @dataclasses.dataclass(frozen=True)
 class Shine(AbstractBackward):
-    """SHINE backward; needs ``solver="broyden"`` (or a ``Broyden`` object) in the forward.
+    """SHINE backward; needs a forward solver that keeps an inverse estimate: ``"broyden"`` or ``"anderson"``.
 
     Attributes:
       fallback: replace :math:`u` by :math:`g` per sample where :math:`\\|u\\| > \\text{fallback\\_ratio}\\,\\|g\\|`.
       fallback_ratio: the threshold of that rule.
-      refine: number of Broyden steps on the adjoint system after the SHINE estimate (0: none).
+      refine: number of adjoint steps (of the forward solver) after the SHINE estimate (0: none).
       refine_tol: stop refining once the adjoint residual is below it (default: the forward ``tol``).
     """
 
@@ -83,10 +82,10 @@ class Shine(AbstractBackward):
             raise ValueError(f"Shine(refine=...) must be an integer >= 0, got {self.refine!r}.")
 
     def check_solver(self, solver):
-        if not isinstance(solver, Broyden):
+        if not solver.shares_inverse:
             raise ValueError(
-                f"backward='shine' reuses the forward quasi-Newton inverse, so it needs solver='broyden' "
-                f"(or a Broyden(...) object); got solver {type(solver).__name__}. "
+                f"backward='shine' reuses the forward quasi-Newton inverse, so it needs solver='broyden' or 'anderson' "
+                f"(or a Broyden(...)/Anderson(...) object); got solver {type(solver).__name__}. "
                 "Other backwards ('implicit', 'jfb', 'phantom_unroll', 'phantom_neumann', 'unroll') work with any solver."
             )
 

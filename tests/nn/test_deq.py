@@ -87,7 +87,7 @@ def test_bad_options_fail_at_construction():
     with pytest.raises(ValueError, match="max_steps"):
         DEQ(cell, max_steps=0)
     with pytest.raises(ValueError, match="shine"):
-        DEQ(cell, backward="shine", solver="anderson")
+        DEQ(cell, backward="shine", solver="fixed_point_iteration")
 
 
 def test_unrolled_helper_residual_is_the_last_step_change():

@@ -145,6 +145,57 @@ def mixing_weights(gram: jax.Array, valid: jax.Array, regularization: float) -> 
     return alpha, ok & jnp.all(jnp.isfinite(alpha), axis=-1)
 
 
+def multisecant_rmatvec(state: AndersonState, v: jax.Array, mixing: float, regularization: float) -> jax.Array:
+    r""":math:`H^\top v` for Anderson's multisecant inverse-Jacobian estimate :math:`H \approx (J - I)^{-1}`, per sample.
+
+    Type-II Anderson is a multisecant quasi-Newton method (Fang & Saad 2009; Walker & Ni
+    2011). Take differences to the newest pair :math:`k` of the history (since its last
+    restart), :math:`\Delta G_j = g_k - g_j` and :math:`\Delta X_j = x_k - x_j` with
+    :math:`x_j = f_j - g_j`. Writing the weights as :math:`\alpha_j = \gamma_j` (:math:`j \ne k`),
+    :math:`\alpha_k = 1 - \sum_j \gamma_j`, this solver's regularised least squares
+    (module docstring) has the normal matrix
+
+    .. math:: M = \Delta G^\top \Delta G + \rho\,(\mathrm{diag}(\|g_j\|^2) + \|g_k\|^2\,\mathbf 1 \mathbf 1^\top),
+
+    and its step is :math:`x_+ = x_k - H g_k` (up to an :math:`O(\rho)` term) with
+
+    .. math:: H = -\beta I + (\Delta X + \beta \Delta G)\, M^{-1} \Delta G^\top,
+
+    which satisfies the secant equations :math:`H \Delta G = \Delta X` as :math:`\rho \to 0`
+    (:math:`\beta` = ``mixing``). Hence
+    :math:`H^\top v = -\beta v + \Delta G\, M^{-1} (\Delta X + \beta \Delta G)^\top v`: two
+    ``(m, n)`` products with the stored history, one ``m x m`` solve from the maintained Gram
+    matrix (in at least float32), no ``n x n`` matrix. With one pair (no differences) or a
+    numerically singular :math:`M`, :math:`H = -\beta I`.
+    """
+    batch, memory = state.gs.shape[:2]
+    acc = state.gram.dtype
+    newest = (state.count - 1) % memory
+    slots = jnp.arange(memory)
+    differences = (slots[None, :] < jnp.minimum(state.count, memory)[:, None]) & (slots[None, :] != newest[:, None])
+    rows = jnp.arange(batch)
+    gram = state.gram
+    g_kk = gram[rows, newest, newest]
+    g_k = gram[rows, newest]  # (batch, m): g_k . g_j
+    # Delta G_i . Delta G_j = G_kk - G_ki - G_kj + G_ij
+    dgdg = g_kk[:, None, None] - g_k[:, :, None] - g_k[:, None, :] + gram
+    rho = effective_regularization(regularization, memory, acc)
+    diagonal = jnp.diagonal(gram, axis1=-2, axis2=-1)
+    normal = dgdg + rho * (jnp.eye(memory, dtype=acc) * diagonal[:, None, :] + g_kk[:, None, None])
+    both = differences[:, :, None] & differences[:, None, :]
+    system = jnp.where(both, normal, 0.0) + jnp.eye(memory, dtype=acc) * jnp.where(differences, jnp.finfo(acc).tiny, 1.0)[:, None, :]
+    # c_j = (Delta X_j + beta Delta G_j) . v = (f_k - f_j) . v - (1 - beta) (g_k - g_j) . v
+    fv = jnp.einsum("bmn,bn->bm", state.fs, v, preferred_element_type=acc)
+    gv = jnp.einsum("bmn,bn->bm", state.gs, v, preferred_element_type=acc)
+    c = (fv[rows, newest][:, None] - fv) - (1.0 - mixing) * (gv[rows, newest][:, None] - gv)
+    w, ok = solve_spd(system, jnp.where(differences, c, 0.0))
+    w = jnp.where(differences & ok[:, None], w, 0.0)
+    # Delta G w = (sum_j w_j) g_k - sum_j w_j g_j
+    weights = w - jax.nn.one_hot(newest, memory, dtype=acc) * jnp.sum(w, axis=-1, keepdims=True)
+    delta_g_w = -jnp.einsum("bm,bmn->bn", weights, state.gs, preferred_element_type=acc)
+    return (-mixing * v.astype(acc) + delta_g_w).astype(v.dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class Anderson(AbstractFixedPointSolver):
     """Anderson acceleration.
@@ -177,6 +228,12 @@ class Anderson(AbstractFixedPointSolver):
 
     def num_fallbacks(self, state, batch):
         return state.fallbacks
+
+    shares_inverse = True
+
+    def inverse_transpose_product(self, state, v):
+        """:math:`H^\\top v` with the multisecant estimate of the history (:func:`multisecant_rmatvec`)."""
+        return multisecant_rmatvec(state, v, self.mixing, self.regularization)
 
     def step(self, fn, z, fz, state, active):
         valid = jnp.arange(self.memory)[None, :] < state.count[:, None]

@@ -40,6 +40,8 @@ class AbstractFixedPointSolver(abc.ABC):
     supports_unrolling: bool = True
     #: what to do instead when ``supports_unrolling`` is false.
     unroll_hint: str = ""
+    #: whether the final state holds an inverse-Jacobian estimate that SHINE can reuse.
+    shares_inverse: bool = False
 
     @abc.abstractmethod
     def init(self, z: jax.Array, fz: jax.Array) -> Any:
@@ -53,6 +55,15 @@ class AbstractFixedPointSolver(abc.ABC):
         """Per sample, the steps so far in which the solver fell back to a plain fixed-point step."""
         del state
         return jnp.zeros((batch,), jnp.int32)
+
+    def inverse_transpose_product(self, state: Any, v: jax.Array) -> jax.Array:
+        """:math:`H^\\top v` per sample, :math:`H \\approx (J - I)^{-1}` the estimate in the final ``state``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no inverse-Jacobian estimate (shares_inverse is False).")
+
+    def adjoint_refinement(self, state: Any) -> tuple["AbstractFixedPointSolver", Callable | None]:
+        """``(solver, init)`` for adjoint steps after a SHINE estimate: by default this solver from a fresh history."""
+        del state
+        return self, None
 
 
 def residuals(z: jax.Array, fz: jax.Array) -> tuple[jax.Array, jax.Array]:

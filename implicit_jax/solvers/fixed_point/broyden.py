@@ -74,6 +74,16 @@ class Broyden(AbstractFixedPointSolver):
     def supports_unrolling(self) -> bool:  # the backtracking loop is a lax.while_loop
         return not self.line_search
 
+    shares_inverse = True
+
+    def inverse_transpose_product(self, state, v):
+        """:math:`H^\\top v` with the low-rank factors of the forward solve (:func:`implicit_jax.quasi_newton.rmatvec`)."""
+        return jax.vmap(qn.rmatvec)(state.inverse, v)
+
+    def adjoint_refinement(self, state):
+        """Broyden without line search, warm-started at :math:`H^\\top \\approx (J^\\top - I)^{-1}` (the transposed factors)."""
+        return dataclasses.replace(self, line_search=False), Broyden.warm_start(jax.vmap(qn.transpose)(state.inverse), state.steps)
+
     def init(self, z, fz):
         batch, n = z.shape
         inverse = jax.vmap(lambda _: qn.broyden_init(n, self.memory, z.dtype))(jnp.arange(batch))

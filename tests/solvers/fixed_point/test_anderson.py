@@ -203,3 +203,63 @@ def test_convergence_does_not_depend_on_xla_optimisation_flags():
         env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
         outputs.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split())
     assert outputs[0] == outputs[1] and outputs[0][1] == "True" and int(outputs[0][0]) <= 8
+
+
+def _history(mixing=1.0, regularization=1e-8, steps=4, memory=4, fn=None):
+    """Anderson's state after ``steps`` steps on a small nonlinear map (float64, 2 samples, n = 5)."""
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(0.5 * rng.standard_normal((5, 5)) / np.sqrt(5))
+    fn = fn or (lambda z: jnp.tanh(z @ w.T + 1.0))
+    solver = Anderson(memory=memory, mixing=mixing, regularization=regularization)
+    z0 = jnp.asarray(rng.standard_normal((2, 5)))
+    _, _, state = iterate(solver, fn, z0, StopCriterion(tol=1e-30, max_steps=steps))
+    return solver, fn, state
+
+
+def _dense_inverse(state, sample, mixing, regularization):
+    """H = -beta I + (dX + beta dG) M^-1 dG^T built explicitly from one sample's history (numpy)."""
+    fs, gs = np.asarray(state.fs[sample]), np.asarray(state.gs[sample])
+    memory, n = fs.shape
+    count = int(state.count[sample])
+    k = (count - 1) % memory
+    others = [j for j in range(min(count, memory)) if j != k]
+    d_g = np.stack([gs[k] - gs[j] for j in others], axis=1)
+    d_x = np.stack([(fs[k] - gs[k]) - (fs[j] - gs[j]) for j in others], axis=1)
+    rho = effective_regularization(regularization, memory, np.float64)
+    norms = np.array([gs[j] @ gs[j] for j in others])
+    m = d_g.T @ d_g + rho * (np.diag(norms) + gs[k] @ gs[k])
+    return -mixing * np.eye(n) + (d_x + mixing * d_g) @ np.linalg.solve(m, d_g.T), d_g, d_x, fs[k] - gs[k], gs[k]
+
+
+@pytest.mark.parametrize("mixing", [1.0, 0.5])
+def test_multisecant_product_equals_the_dense_matrix_of_the_same_history(mixing):
+    solver, _, state = _history(mixing=mixing, regularization=1e-3)  # a visible regularisation term
+    v = jnp.asarray(np.random.default_rng(4).standard_normal((2, 5)))
+    product = np.asarray(solver.inverse_transpose_product(state, v))
+    for sample in range(2):
+        dense, *_ = _dense_inverse(state, sample, mixing, 1e-3)
+        np.testing.assert_allclose(product[sample], dense.T @ np.asarray(v[sample]), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mixing", [1.0, 0.5])
+def test_the_estimate_satisfies_the_secant_equations_and_reproduces_the_next_anderson_step(mixing):
+    solver, fn, state = _history(mixing=mixing, regularization=0.0)  # only the float64 floor 10 m eps
+    eye = jnp.eye(5)
+    for sample in range(2):
+        columns = jax.vmap(lambda e: solver.inverse_transpose_product(jax.tree_util.tree_map(lambda a: a[sample:sample + 1], state), e[None])[0])(eye)
+        h = np.asarray(columns)  # rows are H^T e_i, so this is H
+        dense, d_g, d_x, x_k, g_k = _dense_inverse(state, sample, mixing, 0.0)
+        np.testing.assert_allclose(h, dense, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(h @ d_g, d_x, rtol=1e-6, atol=1e-9)  # H dG = dX
+        one = jax.tree_util.tree_map(lambda a: a[sample:sample + 1], state)
+        z_next = solver.step(fn, jnp.asarray(x_k)[None], jnp.asarray(x_k + g_k)[None], one, jnp.ones((1,), bool))[0]
+        np.testing.assert_allclose(np.asarray(z_next[0]), x_k - h @ g_k, rtol=1e-7, atol=1e-9)  # x+ = x_k - H g_k
+
+
+def test_a_constant_map_gives_minus_the_identity_and_one_pair_gives_minus_beta():
+    solver, _, state = _history(fn=lambda z: jnp.ones_like(z) * 0.3, steps=3)
+    v = jnp.asarray(np.random.default_rng(5).standard_normal((2, 5)))
+    np.testing.assert_allclose(solver.inverse_transpose_product(state, v), -v, rtol=1e-9)  # dG = -dX
+    damped = Anderson(memory=4, mixing=0.5)
+    fresh = damped.init(v, jnp.tanh(v))  # one pair, no differences yet
+    np.testing.assert_allclose(damped.inverse_transpose_product(fresh, v), -0.5 * v, rtol=1e-12)

@@ -132,6 +132,8 @@ OURS = {
     "shine (broyden)": ("broyden", "shine"),
     "shine fallback (broyden)": ("broyden", ij.Shine(fallback=True)),
     "shine refine=5 (broyden)": ("broyden", ij.Shine(refine=5)),
+    "shine (anderson)": ("anderson", "shine"),
+    "shine refine=2 (anderson)": ("anderson", ij.Shine(refine=2)),
     "jfb (anderson)": ("anderson", "jfb"),
     "phantom_unroll k=5 l=0.5": ("anderson", ij.PhantomUnroll(k=5, damping=0.5)),
     "phantom_neumann k=5 l=0.5": ("anderson", ij.PhantomNeumann(k=5, damping=0.5)),

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from examples.bilevel import hyper_cleaning, logreg_ho, report, schedule_tuning  # noqa: E402
 from examples.bilevel.config import argmin_backwards, unrolled_methods, validate_bilevel_config  # noqa: E402
-from implicit_jax.train.cli import preflight  # noqa: E402
+from implicit_jax.train.cli import exit_on_run_errors, preflight  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "path to a bilevel config in configs/", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder")
@@ -106,7 +106,9 @@ def main(argv):
         sys.exit(f"error: {error}")
     workdir = _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
-    results = {"logreg_ho": run_logreg_ho, "schedule_tuning": run_schedule_tuning, "hyper_cleaning": run_hyper_cleaning}[config.experiment](config, workdir)
+    with exit_on_run_errors():  # Ctrl-C: one line and exit 130 (nothing is written: results.json comes at the end)
+        results = {"logreg_ho": run_logreg_ho, "schedule_tuning": run_schedule_tuning,
+                   "hyper_cleaning": run_hyper_cleaning}[config.experiment](config, workdir)
     results["config"] = config.to_dict()
     print(f"results: {report.write_json(os.path.join(workdir, 'results.json'), results)}")
 

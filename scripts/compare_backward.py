@@ -33,7 +33,7 @@ from benchmarks.timing import median_ms  # noqa: E402
 from implicit_jax._registry import parse_spec
 from implicit_jax.estimators import BACKWARDS
 from implicit_jax.train import fit, is_primary, read_metrics, validate_config
-from implicit_jax.train.cli import define_distributed_flags, initialize_distributed_from_flags, preflight
+from implicit_jax.train.cli import define_distributed_flags, exit_on_run_errors, initialize_distributed_from_flags, preflight
 from implicit_jax.train import data as data_lib
 from implicit_jax.train import sharding
 from implicit_jax.train.loop import init_state, make_eval_step, make_train_step
@@ -120,7 +120,8 @@ def main(argv):
                             test_subset=base.test_subset, seed=base.seed)
     rows, runs = [], {}
     for name, config in configs.items():
-        result = fit(config, os.path.join(_WORKDIR.value, run_folder(name)), dataset=dataset, progress=False)
+        with exit_on_run_errors():
+            result = fit(config, os.path.join(_WORKDIR.value, run_folder(name)), dataset=dataset, progress=False)
         forward_ms, backward_ms = step_times(config, dataset, result.state, _REPEATS.value)
         if not is_primary():
             continue  # process 0 reports

@@ -32,10 +32,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from implicit_jax.train import fit, is_primary, validate_config
-from implicit_jax.train.cli import define_distributed_flags, initialize_distributed_from_flags, preflight
-from implicit_jax.train.health import NonFiniteError
-from implicit_jax.train.lock import RunLockedError
-from implicit_jax.train.loop import RunInterrupted
+from implicit_jax.train.cli import define_distributed_flags, exit_on_run_errors, initialize_distributed_from_flags, preflight
 
 # New attributes are accepted so that --config.backward_options.k=3 can add an option; every name is
 # then checked (preflight, validate_config) before anything runs.
@@ -57,13 +54,8 @@ def main(argv):
         validate_config(config)
     except ValueError as error:
         sys.exit(f"error: {error}")
-    try:
+    with exit_on_run_errors():
         result = fit(config, _WORKDIR.value, resume=_RESUME.value, progress=_PROGRESS.value)
-    except RunInterrupted as interrupted:
-        print(interrupted, file=sys.stderr)
-        sys.exit(128 + interrupted.signum)
-    except (ValueError, NonFiniteError, RunLockedError) as error:
-        sys.exit(f"error: {error}")
     if not is_primary():
         return
     print(f"final test accuracy: {100 * result.test_accuracy:.2f}% (test loss {result.test_loss:.4f}) after "

@@ -9,6 +9,7 @@ each as one line (``error: ...``) and exits with status 1.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -94,4 +95,28 @@ def initialize_distributed_from_flags() -> None:
     try:
         initialize_distributed(values.coordinator_address, values.num_processes, values.process_id, auto=values.distributed)
     except ValueError as error:
+        sys.exit(f"error: {error}")
+
+
+@contextlib.contextmanager
+def exit_on_run_errors():
+    """Turn what a run reports into one line and an exit status: 128 + signal after Ctrl-C/SIGTERM, 1 on errors.
+
+    Covers :class:`~implicit_jax.train.loop.RunInterrupted` (the run checkpointed first),
+    :class:`~implicit_jax.train.health.NonFiniteError`, :class:`~implicit_jax.train.lock.RunLockedError`
+    and ValueError (a bad workdir, config or checkpoint); anything else keeps its traceback.
+    """
+    from implicit_jax.train.health import NonFiniteError
+    from implicit_jax.train.lock import RunLockedError
+    from implicit_jax.train.loop import RunInterrupted
+
+    try:
+        yield
+    except RunInterrupted as interrupted:
+        print(interrupted, file=sys.stderr)
+        sys.exit(128 + interrupted.signum)
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT)", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, NonFiniteError, RunLockedError) as error:
         sys.exit(f"error: {error}")

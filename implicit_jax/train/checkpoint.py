@@ -12,7 +12,10 @@ read (a save cut short, files deleted) and restores the newest one that can.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import warnings
 from typing import Any, NamedTuple
 
@@ -24,6 +27,30 @@ import orbax.checkpoint as ocp
 def _leaf_specs(tree: Any) -> list[list]:
     return [[list(np.shape(leaf)), str(np.asarray(leaf).dtype) if not hasattr(leaf, "dtype") else str(leaf.dtype)]
             for leaf in jax.tree_util.tree_leaves(tree)]
+
+
+@contextlib.contextmanager
+def signals_deferred(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them: a save is never cut in half.
+
+    Only signals with a Python-level handler are held (in the main thread); a handler installed
+    outside Python (JAX's preemption service in a multi-process run) keeps receiving its signal.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in signums}
+    previous = {s: h for s, h in previous.items() if h is not None}
+    received = []
+    for s in previous:
+        signal.signal(s, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in received:
+            signal.raise_signal(s)
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -58,14 +85,15 @@ class Checkpointer:
 
         ``jax.Array`` leaves go to orbax as they are: each process writes the shards it holds
         (replicas once), nothing is gathered to one host. Every process of a multi-process
-        run must call this together.
+        run must call this together. Ctrl-C and SIGTERM wait until the save is complete.
         """
         leaves = [leaf if isinstance(leaf, jax.Array) else np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
         meta = {"model": self.description, "leaves": _leaf_specs(leaves), "step": int(step),
                 "train_seconds": float(train_seconds)}
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(leaves),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
-        self.manager.wait_until_finished()
+        with signals_deferred():
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(leaves),
+                                                            meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.wait_until_finished()
 
     def metadata(self, step: int) -> dict[str, Any]:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

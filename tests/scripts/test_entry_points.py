@@ -90,12 +90,16 @@ def test_train_script_stops_a_diverging_run_with_one_line_and_exit_1(tmp_path):
 
 def test_ctrl_c_checkpoints_and_exits_130_with_one_line(tmp_path):
     workdir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "scripts/train.py", "--config", "configs/smoke.py", "--workdir", str(workdir),
-                                "--progress=false", "--config.num_epochs=500"], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Python ignores SIGINT if it started ignored (a background job): install the usual handler first.
+    launch = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    process = subprocess.Popen([sys.executable, "-c", launch, "scripts/train.py", "--config", "configs/smoke.py", "--workdir",
+                                str(workdir), "--progress=false", "--config.num_epochs=500", "--config.checkpoint_every=5"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (workdir / "metrics.jsonl").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
+    time.sleep(1.0)  # inside the training loop, with checkpoints every 5 steps: likely during a save
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]

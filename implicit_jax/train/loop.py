@@ -331,6 +331,9 @@ def _recover(run: _Run, state: TrainState, report: dict, step: int, recoveries: 
         run.writer.write(dict(step=step + 1, event="skipped_nonfinite"))
         return state, step + 1
     restored = run.checkpointer.restore_latest(state)
+    if restored is None:
+        raise health.NonFiniteError(f"training stopped at {what}: no readable checkpoint to roll back to. "
+                                    f"{_nonfinite_advice(config)}")
     lr_scale = state.lr_scale * config.rollback_lr_factor
     state = restored.state._replace(lr_scale=jax.device_put(lr_scale, state.lr_scale.sharding))
     run.writer.truncate(restored.step)

@@ -11,8 +11,9 @@ forward solver steps, training seconds), writes it to ``WORKDIR/compare.json`` a
 ``WORKDIR/loss_vs_time.png``. Each estimator's run (metrics, plots, checkpoints) lands in
 ``WORKDIR/<estimator>/``. An estimator is a name, optionally with its options as
 ``NAME:OPTION=VALUE:...`` (the keyword arguments of its class, as ``--config.backward_options``
-takes them), so one table can compare configurations of the same estimator. SHINE needs the Broyden solver, so its run uses
-``solver="broyden"``; every other run uses the config's solver. Forward and backward
+takes them), so one table can compare configurations of the same estimator. SHINE needs a solver that keeps an inverse estimate:
+with the config's ``anderson`` or ``broyden`` it uses that solver, otherwise ``broyden``; every
+other run uses the config's solver. Forward and backward
 times are medians over repeated calls of the jitted forward pass and of the jitted
 train step on one batch (backward = step - forward). It takes the process flags of
 ``scripts/train.py`` for a multi-process run (process 0 prints and writes the table).
@@ -73,7 +74,7 @@ def run_config(base, spec: str):
     config.unlock()
     config.backward = name
     config.backward_options = options
-    if name == "shine":
+    if name == "shine" and config.solver not in ("anderson", "broyden"):
         config.solver, config.solver_options = "broyden", {}
     try:
         return validate_config(config)

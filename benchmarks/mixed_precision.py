@@ -9,7 +9,7 @@ Three settings, each trained from the same seeds with the config's schedule and 
   bfloat16, the solver's reductions, the parameters, the head and the gradients in float32.
 
 The table gives the final test accuracy (mean and spread over seeds), the difference to
-float32 in points, the mean forward solver steps and the training seconds. On a CPU bfloat16
+float32 in points, the final test loss, the mean forward solver steps and the training seconds. On a CPU bfloat16
 is emulated, so its seconds say nothing about an accelerator's.
 
     python benchmarks/mixed_precision.py                 # writes benchmarks/results/mixed_precision.json
@@ -40,7 +40,7 @@ def train(config, seed: int, dataset) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         result = fit(config, workdir, dataset=dataset, progress=False)
         train_records = [r for r in read_metrics(result.metrics_path) if "loss" in r]
-    return dict(test_accuracy=result.test_accuracy, train_seconds=result.train_seconds,
+    return dict(test_accuracy=result.test_accuracy, test_loss=result.test_loss, train_seconds=result.train_seconds,
                 forward_steps=float(np.mean([r["forward_steps"] for r in train_records])),
                 forward_converged=float(np.mean([r["forward_converged"] for r in train_records])))
 
@@ -70,11 +70,12 @@ def main() -> None:
                           accuracy_spread=float(np.ptp([r["test_accuracy"] for r in runs])))
         print(f"done {name}", flush=True)
     reference = next(iter(rows.values()))["accuracy_mean"]  # float32 at the config's tol
-    print(f"\n{'setting':<22} {'test acc':>9} {'spread':>7} {'vs f32':>7} {'fwd steps':>9} {'converged':>9} {'train s':>8}")
+    print(f"\n{'setting':<22} {'test acc':>9} {'spread':>7} {'vs f32':>7} {'test loss':>9} {'fwd steps':>9} {'converged':>9} {'train s':>8}")
     for name, row in rows.items():
         row["points_vs_float32"] = 100 * (row["accuracy_mean"] - reference)
         print(f"{name:<22} {100 * row['accuracy_mean']:8.2f}% {100 * row['accuracy_spread']:6.2f} "
-              f"{row['points_vs_float32']:+7.2f} {np.mean([r['forward_steps'] for r in row['runs']]):9.2f} "
+              f"{row['points_vs_float32']:+7.2f} {np.mean([r['test_loss'] for r in row['runs']]):9.4f} "
+              f"{np.mean([r['forward_steps'] for r in row['runs']]):9.2f} "
               f"{np.mean([r['forward_converged'] for r in row['runs']]):9.3f} "
               f"{np.mean([r['train_seconds'] for r in row['runs']]):8.1f}")
     out = Path(args.out)

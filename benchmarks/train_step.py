@@ -157,11 +157,14 @@ def main():
     parser.add_argument("--skip", type=int, default=20)
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/train_step_<model>.json)")
+    parser.add_argument("--data_dir", default="", help="folder of Fashion-MNIST's IDX files for --model=conv (default: "
+                        "Debian's dataset-fashion-mnist)")
     args = parser.parse_args()
     args.out = args.out or str(Path(__file__).parent / "results" / f"train_step_{args.model}.json")
     if not 0 <= args.skip < args.steps:
         parser.error("--skip must be in [0, --steps)")
     config = model_config(args.model)
+    config.data_dir = args.data_dir
     dataset = data_lib.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
     peers = not args.no_peers and args.model == "mlp"
     if peers:

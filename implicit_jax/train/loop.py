@@ -11,7 +11,10 @@ last completed step before it exits; Ctrl-C and ``SIGTERM`` then raise :class:`R
 In a multi-process run ``SIGTERM`` to any process stops every process at one agreed step
 (JAX's preemption sync point) with a checkpoint; Ctrl-C or an error in one process cannot
 checkpoint (that needs every process) and resumes from the last periodic checkpoint.
-Checkpoints carry the training seconds spent, so a resumed run's ``time`` continues.
+Checkpoints carry the training seconds spent, so a resumed run's ``time`` continues. ``time``
+counts training steps only: the steps are compiled before the clock starts (a record
+``{"event": "compiled", "compile_seconds": ...}`` says how long that took) and evaluations are
+not timed.
 
 A non-finite loss, gradient or updated state never enters the state (see
 :mod:`implicit_jax.train.health`): the configured ``nonfinite_policy`` stops the run with a
@@ -343,6 +346,17 @@ def _recover(run: _Run, state: TrainState, report: dict, step: int, recoveries: 
     return state, restored.step
 
 
+def _compile_steps(run: _Run, state: TrainState, start: int) -> float:
+    """Compile the jitted steps the remaining run takes (ahead of time, into jit's cache); the seconds it took."""
+    images, labels = run.batch(start)
+    tick = time.perf_counter()
+    if start < run.config.warmup_steps:
+        run.warmup_step.lower(state, images, labels).compile()
+    if run.config.warmup_steps < run.total_steps:
+        run.train_step.lower(state, images, labels).compile()
+    return time.perf_counter() - tick
+
+
 def _train(run: _Run, state: TrainState, start: int, elapsed: float, progress: bool, on_step) -> tuple[TrainState, float]:
     """Steps ``start .. total_steps - 1`` with logging, evaluation and checkpoints: ``(state, train seconds)``.
 
@@ -355,6 +369,8 @@ def _train(run: _Run, state: TrainState, start: int, elapsed: float, progress: b
                desc="train")
     step = start
     try:
+        if start < run.total_steps:
+            run.writer.write(dict(step=start, event="compiled", compile_seconds=_compile_steps(run, state, start)))
         while step < run.total_steps:
             images, labels = run.batch(step)
             tick = time.perf_counter()

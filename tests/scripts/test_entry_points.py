@@ -127,15 +127,50 @@ def test_train_script_takes_estimator_options_from_the_command_line(tmp_path):
 
 def test_compare_backward_prints_a_table_and_saves_a_plot(tmp_path):
     out = run("scripts/compare_backward.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path),
-              "--backwards=implicit,jfb,phantom_unroll:k=2:damping=0.8", "--repeats=1", "--config.num_epochs=1")
+              "--backwards=implicit,broyden/shine,phantom_unroll:k=2:damping=0.8", "--seeds=3,4", "--repeats=1",
+              "--config.num_epochs=1", "--config.eval_every=2", "--results", str(tmp_path / "results" / "e2e"))
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "step/implicit" in out.stdout and "jfb" in out.stdout and "phantom_unroll:k=2:damping=0.8" in out.stdout
-    assert (tmp_path / "loss_vs_time.png").exists() and (tmp_path / "compare.json").exists()
-    saved = json.loads((tmp_path / "phantom_unroll-k2-damping0.8" / "config.json").read_text())
-    assert saved["resolved"]["backward"] == "PhantomUnroll(k=2, damping=0.8)"
+    assert "step/implicit" in out.stdout and "s to target" in out.stdout and "phantom_unroll:k=2:damping=0.8" in out.stdout
+    for name in ["loss_vs_time.png", "accuracy_vs_time.png", "compare.json", "results/e2e.json", "results/e2e.png"]:
+        assert (tmp_path / name).exists(), name
+    saved = json.loads((tmp_path / "phantom_unroll-k2-damping0.8" / "seed4" / "config.json").read_text())
+    assert saved["resolved"]["backward"] == "PhantomUnroll(k=2, damping=0.8)" and saved["seed"] == 4
+    shine = json.loads((tmp_path / "broyden-shine" / "seed3" / "config.json").read_text())
+    assert shine["solver"] == "broyden" and shine["backward"] == "shine"
+    report = json.loads((tmp_path / "results" / "e2e.json").read_text())
+    assert [(r["backward"], r["seed"]) for r in report["rows"]] == [(b, s) for b in ["implicit", "broyden/shine", "phantom_unroll:k=2:damping=0.8"] for s in (3, 4)]
+    assert all(r["curve"] and r["compile_seconds"] > 0 for r in report["rows"])
+    implicit = report["summary"][0]
+    assert implicit["backward"] == "implicit" and implicit["time_ratio_to_reference"] == 1.0 and implicit["seeds"] == [3, 4]
+    assert abs(report["target_accuracy"] - (implicit["accuracy_mean"] - 0.005)) < 1e-9
     bad = run("scripts/compare_backward.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path / "bad"),
               "--backwards=implicit,shine:k=2")
     assert bad.returncode != 0 and "--backwards entry 'shine:k=2'" in bad.stderr and "has no option 'k'" in bad.stderr
+    bad = run("scripts/compare_backward.py", "--config", "configs/smoke.py", "--workdir", str(tmp_path / "bad"),
+              "--backwards=newton/shine")
+    assert bad.returncode != 0 and "--backwards entry 'newton/shine'" in bad.stderr and "anderson" in bad.stderr
+
+
+def test_time_to_accuracy_and_the_summary_over_seeds():
+    spec = importlib.util.spec_from_file_location("compare_backward", ROOT / "scripts" / "compare_backward.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    curve = [(10, 1.0, 0.80), (20, 2.0, 0.90), (30, 3.0, 0.95)]
+    assert module.time_to_accuracy(curve, 0.9) == (20, 2.0) and module.time_to_accuracy(curve, 0.99) is None
+
+    def row(backward, seed, accuracy, seconds, curve):
+        return dict(backward=backward, solver="anderson", seed=seed, test_accuracy=accuracy, train_seconds=seconds, curve=curve,
+                    final_forward_steps=5.0, forward_ms=1.0, backward_ms=3.0)
+
+    rows = [row("implicit", 0, 0.96, 10.0, [(1, 5.0, 0.90), (2, 10.0, 0.96)]), row("implicit", 1, 0.94, 10.0, [(1, 5.0, 0.95), (2, 10.0, 0.94)]),
+            row("jfb", 0, 0.95, 4.0, [(1, 2.0, 0.945), (2, 4.0, 0.95)]), row("jfb", 1, 0.93, 4.0, [(1, 2.0, 0.92), (2, 4.0, 0.93)])]
+    summary, target = module.summarize(rows, 0.005)
+    assert abs(target - 0.945) < 1e-12
+    implicit, jfb = summary
+    assert abs(implicit["accuracy_mean"] - 0.95) < 1e-12 and abs(implicit["accuracy_half_range"] - 0.01) < 1e-12
+    assert implicit["seconds_to_target"] == 7.5 and implicit["steps_to_target"] == 1.5  # seed 0 at 10 s, seed 1 at 5 s
+    assert jfb["seeds_reaching_target"] == 1 and jfb["seconds_to_target"] is None and jfb["time_ratio_to_reference"] == 0.4
+    assert jfb["backward_share"] == 0.75
 
 
 def test_mixed_precision_benchmark_runs(tmp_path):

@@ -42,6 +42,9 @@ def test_fit_learns_and_writes_metrics_plots_and_checkpoints(tmp_path):
     assert (tmp_path / "loss.png").exists() and (tmp_path / "accuracy.png").exists()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["44", "48"]
     assert json.load(open(tmp_path / "config.json"))["width"] == 16
+    # both steps (warm-up and train) are compiled before the clock starts: the first window is no compile
+    assert records[0]["event"] == "compiled" and records[0]["compile_seconds"] > 0
+    assert train[0]["time"] < records[0]["compile_seconds"] / 2
 
 
 class Kill(Exception):

@@ -45,7 +45,7 @@ import implicit_jax as ij
 from implicit_jax.testing import tanh_layer, tree_cosine, tree_ravel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
-from benchmarks.timing import interleaved_ms, min_ms  # noqa: E402
+from benchmarks.timing import interleaved_ms, min_ms
 
 TOL = 1e-5
 MAX_STEPS = 100
@@ -98,7 +98,11 @@ def unit_costs(f, params, x, z, repeats, chain=50):
     _, vjp_all = jax.vjp(f, params, z, x)
     t_f = min_ms(loop(lambda z, p, x: f(p, z, x), z), params, x, repeats=repeats)
     t_vjp_z = min_ms(loop(lambda u, vjp: vjp(u)[0], z), vjp_z, repeats=repeats)
-    t_vjp = min_ms(loop(lambda carry, vjp: (lambda c: (c[1], jax.tree_util.tree_map(jnp.add, carry[1], c[0])))(vjp(carry[0])), (z, params)), vjp_all, repeats=repeats)
+    t_vjp = min_ms(
+        loop(lambda carry, vjp: (lambda c: (c[1], jax.tree_util.tree_map(jnp.add, carry[1], c[0])))(vjp(carry[0])), (z, params)),
+        vjp_all,
+        repeats=repeats,
+    )
     return t_f / chain, t_vjp_z / chain, t_vjp / chain
 
 
@@ -126,7 +130,10 @@ OURS = {
     "implicit (anderson fwd+adjoint)": ("anderson", ij.Implicit()),
     "implicit (broyden fwd+adjoint)": ("broyden", ij.Implicit(solver="broyden")),
     "implicit (anderson fwd, gmres)": ("anderson", ij.Implicit(solver=ij.GMRES(restart=20))),
-    "implicit_jvp (fixed-point fwd, transposed tangent solve)": ("fixed_point_iteration", ij.ImplicitJVP(solver="fixed_point_iteration")),
+    "implicit_jvp (fixed-point fwd, transposed tangent solve)": (
+        "fixed_point_iteration",
+        ij.ImplicitJVP(solver="fixed_point_iteration"),
+    ),
     "unroll (anderson)": ("anderson", "unroll"),
     "unroll replay (fixed-point)": ("fixed_point_iteration", ij.Unroll(replay=True)),
     "shine (broyden)": ("broyden", "shine"),
@@ -166,7 +173,9 @@ def selected(methods: str | None) -> dict:
         return OURS
     chosen = {name: v for name, v in OURS.items() if any(part in name for part in methods.split(","))}
     if not any(name.startswith("implicit") for name in chosen):
-        raise SystemExit(f"--methods must select at least one implicit method (the reference of the summary); methods are {list(OURS)}")
+        raise SystemExit(
+            f"--methods must select at least one implicit method (the reference of the summary); methods are {list(OURS)}"
+        )
     return chosen
 
 
@@ -175,11 +184,33 @@ def run_ours(setting, f, params, x, c, ref, costs, repeats, methods=None):
     rows = []
     for name, (solver, backward) in selected(methods).items():
         row = time_method(setting, name, our_solve(f, name, TOL), params, x, c, ref, repeats)
-        _, info = jax.jit(lambda p, x: ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True, return_info=True))(params, x)
+        _, info = jax.jit(
+            lambda p, x: ij.fixed_point(
+                f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True, return_info=True
+            )
+        )(params, x)
         row.forward_evals = int(info.num_fn_evals)
         evals, vjps = None, None
         if not isinstance(backward, ij.ImplicitJVP):  # its adjoint solve comes from JAX's transposition: no tap
-            tap_grad = jax.jit(jax.grad(lambda p, tap: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=True, backward_tap=tap)), argnums=1))
+            tap_grad = jax.jit(
+                jax.grad(
+                    lambda p, tap: jnp.sum(
+                        c
+                        * ij.fixed_point(
+                            f,
+                            p,
+                            x,
+                            solver=solver,
+                            backward=backward,
+                            tol=TOL,
+                            max_steps=MAX_STEPS,
+                            batched=True,
+                            backward_tap=tap,
+                        )
+                    ),
+                    argnums=1,
+                )
+            )
             evals, vjps = backward_counts(backward, tap_grad(params, ij.backward_tap()), int(info.steps))
         row.note = f"fwd steps {int(info.steps)}, converged {bool(info.converged.all())}"
         if vjps is not None:
@@ -207,10 +238,18 @@ def jaxopt_solvers(f, tol: float, z_norm: float) -> dict:
     normal_cg = functools.partial(jaxopt.linear_solve.solve_normal_cg, tol=tol)
     gmres = functools.partial(jaxopt.linear_solve.solve_gmres, tol=tol)
     return {
-        "jaxopt FixedPointIteration (normal-CG)": jaxopt.FixedPointIteration(fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=normal_cg),
-        "jaxopt FixedPointIteration (GMRES)": jaxopt.FixedPointIteration(fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=gmres),
-        "jaxopt AndersonAcceleration (normal-CG)": jaxopt.AndersonAcceleration(fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=normal_cg),
-        "jaxopt AndersonAcceleration (GMRES)": jaxopt.AndersonAcceleration(fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=gmres),
+        "jaxopt FixedPointIteration (normal-CG)": jaxopt.FixedPointIteration(
+            fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=normal_cg
+        ),
+        "jaxopt FixedPointIteration (GMRES)": jaxopt.FixedPointIteration(
+            fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=gmres
+        ),
+        "jaxopt AndersonAcceleration (normal-CG)": jaxopt.AndersonAcceleration(
+            fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=normal_cg
+        ),
+        "jaxopt AndersonAcceleration (GMRES)": jaxopt.AndersonAcceleration(
+            fp, maxiter=MAX_STEPS, tol=abs_tol, implicit_diff_solve=gmres
+        ),
     }
 
 
@@ -221,7 +260,15 @@ def optimistix_solution(f, tol: float):
 
     adjoint = optx.ImplicitAdjoint(linear_solver=lx.GMRES(rtol=tol, atol=tol))
     solver = optx.FixedPointIteration(rtol=tol, atol=tol)
-    return lambda p, x: optx.fixed_point(lambda z, args: f(args[0], z, args[1]), solver, jnp.zeros_like(x), (p, x), max_steps=MAX_STEPS, adjoint=adjoint, throw=False)
+    return lambda p, x: optx.fixed_point(
+        lambda z, args: f(args[0], z, args[1]),
+        solver,
+        jnp.zeros_like(x),
+        (p, x),
+        max_steps=MAX_STEPS,
+        adjoint=adjoint,
+        throw=False,
+    )
 
 
 def peer_solve(f, name: str, tol: float, z_norm: float):
@@ -270,13 +317,27 @@ def tolerance_sweep(setting, ours, peer, params, x, c, ref, tols, rounds):
     specs = [(side, name, tol, solve_at(tol)) for side, (name, solve_at) in (("ours", ours), ("peer", peer)) for tol in tols]
     totals = [jax.jit(jax.value_and_grad(lambda p, x, solve=solve: jnp.sum(c * solve(p, x)))) for *_, solve in specs]
     times = interleaved_ms(totals, params, x, rounds=rounds)
-    points = [{"setting": setting, "side": side, "method": name, "tol": tol, "total_ms": ms, "rel_error": gradient_error(total(params, x)[1], ref)}
-              for (side, name, tol, _), total, ms in zip(specs, totals, times)]
+    points = [
+        {
+            "setting": setting,
+            "side": side,
+            "method": name,
+            "tol": tol,
+            "total_ms": ms,
+            "rel_error": gradient_error(total(params, x)[1], ref),
+        }
+        for (side, name, tol, _), total, ms in zip(specs, totals, times)
+    ]
     peer_point, best = matched_error(points)
     if best is None:
-        return points, f"{setting}: no tolerance in {list(tols)} gives our gradient an error <= the peer's {peer_point['rel_error']:.1e}"
-    line = (f"{setting}: at matched gradient error, {peer[0]} at tol {TOL:g} (rel err {peer_point['rel_error']:.1e}) {peer_point['total_ms']:.1f} ms "
-            f"vs {best['method']} at tol {best['tol']:g} (rel err {best['rel_error']:.1e}) {best['total_ms']:.1f} ms -> {peer_point['total_ms'] / best['total_ms']:.2f}x")
+        return (
+            points,
+            f"{setting}: no tolerance in {list(tols)} gives our gradient an error <= the peer's {peer_point['rel_error']:.1e}",
+        )
+    line = (
+        f"{setting}: at matched gradient error, {peer[0]} at tol {TOL:g} (rel err {peer_point['rel_error']:.1e}) {peer_point['total_ms']:.1f} ms "
+        f"vs {best['method']} at tol {best['tol']:g} (rel err {best['rel_error']:.1e}) {best['total_ms']:.1f} ms -> {peer_point['total_ms'] / best['total_ms']:.2f}x"
+    )
     return points, line
 
 
@@ -294,7 +355,11 @@ def print_sweep(points):
         matched = ""
         if p["side"] == "peer":
             _, best = matched_error(points, p["tol"])
-            matched = "ours: none as accurate" if best is None else f"ours at tol {best['tol']:.0e}: {best['total_ms']:.2f} ms -> {p['total_ms'] / best['total_ms']:.2f}x"
+            matched = (
+                "ours: none as accurate"
+                if best is None
+                else f"ours at tol {best['tol']:.0e}: {best['total_ms']:.2f} ms -> {p['total_ms'] / best['total_ms']:.2f}x"
+            )
         print(f"{p['setting']:>9} {p['method']:<56} {p['tol']:7.0e} {p['total_ms']:9.2f} {p['rel_error']:8.1e}  {matched}")
 
 
@@ -335,12 +400,16 @@ def summarize(rows, args_of, rounds):
         best = best_peer(rs.values(), exact)
         if best is not None:
             ours_ms, peer_ms = interleaved_ms([exact.total_fn, best.total_fn], *args_of[setting], rounds=rounds)
-            lines.append(f"{setting}: best peer at rel err <= max(ours, 1e-4): {best.method} {best.total_ms:.1f} ms (rel err {best.rel_error:.1e}); "
-                         f"our fastest exact, {exact.method}: {exact.total_ms:.1f} ms (rel err {exact.rel_error:.1e}) -> speed-up {best.total_ms / exact.total_ms:.2f}x; "
-                         f"interleaved over {rounds} rounds: {ours_ms:.1f} vs {peer_ms:.1f} ms -> {peer_ms / ours_ms:.2f}x")
+            lines.append(
+                f"{setting}: best peer at rel err <= max(ours, 1e-4): {best.method} {best.total_ms:.1f} ms (rel err {best.rel_error:.1e}); "
+                f"our fastest exact, {exact.method}: {exact.total_ms:.1f} ms (rel err {exact.rel_error:.1e}) -> speed-up {best.total_ms / exact.total_ms:.2f}x; "
+                f"interleaved over {rounds} rounds: {ours_ms:.1f} vs {peer_ms:.1f} ms -> {peer_ms / ours_ms:.2f}x"
+            )
         for name, r in rs.items():
             if r.method.startswith(("shine", "jfb", "phantom")):
-                lines.append(f"{setting}: backward of {name}: {exact.backward_ms / max(r.backward_ms, 1e-9):.1f}x cheaper than the fastest exact backward ({exact.method}; cos {r.cosine:.3f})")
+                lines.append(
+                    f"{setting}: backward of {name}: {exact.backward_ms / max(r.backward_ms, 1e-9):.1f}x cheaper than the fastest exact backward ({exact.method}; cos {r.cosine:.3f})"
+                )
     return lines
 
 
@@ -349,29 +418,44 @@ def main():
     parser.add_argument("--settings", default="64x256,128x512,256x1024", help="comma-separated BATCHxDIM")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--methods", default=None, help="comma-separated substrings: run only our methods whose name contains one (default all)")
-    parser.add_argument("--x-scale", type=float, default=1.0, help="input scale: smaller keeps tanh linear and the problem harder")
-    parser.add_argument("--gaussian", dest="orthogonal", action="store_false", help="Gaussian W (easy) instead of 0.9 x orthogonal")
-    parser.add_argument("--sweep-tols", default="3e-6,1e-5,2e-5,3e-5,1e-4",
-                        help="tolerances at which our fastest exact method and the best peer are re-run to compare time at matched "
-                             "gradient error (the benchmark tolerance is always included); empty to skip")
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated substrings: run only our methods whose name contains one (default all)"
+    )
+    parser.add_argument(
+        "--x-scale", type=float, default=1.0, help="input scale: smaller keeps tanh linear and the problem harder"
+    )
+    parser.add_argument(
+        "--gaussian", dest="orthogonal", action="store_false", help="Gaussian W (easy) instead of 0.9 x orthogonal"
+    )
+    parser.add_argument(
+        "--sweep-tols",
+        default="3e-6,1e-5,2e-5,3e-5,1e-4",
+        help="tolerances at which our fastest exact method and the best peer are re-run to compare time at matched "
+        "gradient error (the benchmark tolerance is always included); empty to skip",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backward.json"))
     args = parser.parse_args()
     sweep_tols = sorted({float(t) for t in args.sweep_tols.split(",") if t.strip()} | {TOL}) if args.sweep_tols.strip() else []
 
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs, float32, tol {TOL}")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), {os.cpu_count()} CPUs, float32, tol {TOL}"
+    )
     rows, args_of, sweep_points, sweep_lines = [], {}, [], []
     for setting in args.settings.split(","):
         batch, dim = map(int, setting.split("x"))
         with enable_x64():  # only the problem and its float64 reference; everything timed runs in float32
-            f, params, x, c = tanh_layer(d=dim, batch=batch, seed=0, norm=0.9, x_scale=args.x_scale, dtype=jnp.float64, orthogonal=args.orthogonal)
+            f, params, x, c = tanh_layer(
+                d=dim, batch=batch, seed=0, norm=0.9, x_scale=args.x_scale, dtype=jnp.float64, orthogonal=args.orthogonal
+            )
             ref, z_ref = jax.tree_util.tree_map(np.asarray, reference_gradient(f, params, x, c))
         params32, x32, c32 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), (params, x, c))
         ref = jax.tree_util.tree_map(jnp.asarray, ref)
         z_ref = jnp.asarray(z_ref, jnp.float32)
         args_of[setting] = (params32, x32)
         costs = unit_costs(f, params32, x32, z_ref, args.repeats)
-        print(f"\n{setting}: one f call {costs[0]:.3f} ms, one VJP w.r.t. z {costs[1]:.3f} ms, one VJP w.r.t. (params, z, x) {costs[2]:.3f} ms")
+        print(
+            f"\n{setting}: one f call {costs[0]:.3f} ms, one VJP w.r.t. z {costs[1]:.3f} ms, one VJP w.r.t. (params, z, x) {costs[2]:.3f} ms"
+        )
         setting_rows = run_ours(setting, f, params32, x32, c32, ref, costs, args.repeats, args.methods)
         if not args.no_peers:
             setting_rows += run_peers(setting, f, params32, x32, c32, ref, z_ref, args.repeats)
@@ -381,10 +465,20 @@ def main():
         peer = best_peer(setting_rows, exact)
         if sweep_tols and peer is not None:
             z_norm = float(jnp.linalg.norm(z_ref))
-            points, line = tolerance_sweep(setting, (exact.method, lambda tol: our_solve(f, exact.method, tol)),
-                                           (peer.method, lambda tol: peer_solve(f, peer.method, tol, z_norm)),
-                                           params32, x32, c32, ref, sweep_tols, rounds=3 * args.repeats)
-            print(f"\n{setting}: time against gradient error (value_and_grad, interleaved medians over {3 * args.repeats} rounds)")
+            points, line = tolerance_sweep(
+                setting,
+                (exact.method, lambda tol: our_solve(f, exact.method, tol)),
+                (peer.method, lambda tol: peer_solve(f, peer.method, tol, z_norm)),
+                params32,
+                x32,
+                c32,
+                ref,
+                sweep_tols,
+                rounds=3 * args.repeats,
+            )
+            print(
+                f"\n{setting}: time against gradient error (value_and_grad, interleaved medians over {3 * args.repeats} rounds)"
+            )
             print_sweep(points)
             sweep_points += points
             sweep_lines.append(line)
@@ -393,11 +487,25 @@ def main():
     print("\n".join(summary))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(jax.devices()[0]), "jax": jax.__version__},
-        "tol": TOL, "rows": [{fld.name: getattr(r, fld.name) for fld in dataclasses.fields(r) if fld.name != "total_fn"} for r in rows],
-        "tolerance_sweep": sweep_points, "summary": summary,
-    }, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "platform": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "device": str(jax.devices()[0]),
+                    "jax": jax.__version__,
+                },
+                "tol": TOL,
+                "rows": [
+                    {fld.name: getattr(r, fld.name) for fld in dataclasses.fields(r) if fld.name != "total_fn"} for r in rows
+                ],
+                "tolerance_sweep": sweep_points,
+                "summary": summary,
+            },
+            indent=1,
+        )
+    )
     print(f"\nwrote {out}")
 
 

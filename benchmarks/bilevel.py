@@ -27,18 +27,16 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import implicit_jax as ij
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for examples/ and benchmarks/
-from benchmarks.timing import median_ms  # noqa: E402
-from examples.bilevel import logreg_ho, schedule_tuning  # noqa: E402
+from benchmarks.timing import median_ms
+from examples.bilevel import logreg_ho, schedule_tuning
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -61,7 +59,7 @@ def hypergradient_timings(split, backward, per_feature, repeats, tol=1e-5):
     def solve(lam):
         return ij.argmin(g, lam, w0, backward=backward, tol=tol, stop_mode="abs", max_steps=300, outer_loss=val)
 
-    outer = lambda lam: val(solve(lam))  # noqa: E731
+    outer = lambda lam: val(solve(lam))
     hyper = jax.jit(jax.grad(outer))
     with_pullback = jax.jit(lambda lam: jax.vjp(outer, lam))
     pullback = jax.jit(lambda vjp: vjp(jnp.ones((), jnp.float32)))
@@ -93,12 +91,23 @@ def ho_table(split, neumann_step_size, outer_steps, repeats):
     best = min(min(t.val_loss) for t in traces.values())
     for row in rows:
         trace = traces[row["backward"]]
-        row.update(time_to_tol_s=logreg_ho.time_to_tolerance(trace, best * 1.01), best_val_loss=min(trace.val_loss),
-                   final_test_loss=trace.test_loss[-1])
+        row.update(
+            time_to_tol_s=logreg_ho.time_to_tolerance(trace, best * 1.01),
+            best_val_loss=min(trace.val_loss),
+            final_test_loss=trace.test_loss[-1],
+        )
     peer = jaxopt_hypergradient_ms(split, per_feature=True, repeats=repeats)
     if peer is not None:
-        rows.append({"backward": "jaxopt LBFGS implicit_diff", "hypergrad_ms": peer, "backward_ms": None,
-                     "time_to_tol_s": None, "best_val_loss": None, "final_test_loss": None})
+        rows.append(
+            {
+                "backward": "jaxopt LBFGS implicit_diff",
+                "hypergrad_ms": peer,
+                "backward_ms": None,
+                "time_to_tol_s": None,
+                "best_val_loss": None,
+                "final_test_loss": None,
+            }
+        )
     implicit = rows[0]["hypergrad_ms"]
     for row in rows:
         row["ratio_to_implicit"] = row["hypergrad_ms"] / implicit
@@ -115,7 +124,9 @@ def memory_table(horizons, budget_mib, repeats, num_values=10):
             row = {"method": name, "num_steps": horizon, "temp_mib": size, "within_budget": size <= budget_mib, "ms": None}
             if size <= budget_mib:
                 fn = schedule_tuning.hypergradient_fn(split, horizon, method)
-                row["ms"] = median_ms(fn, schedule_tuning.initial_hparams(num_values), jax.random.key(0), repeats=max(1, repeats // 2))
+                row["ms"] = median_ms(
+                    fn, schedule_tuning.initial_hparams(num_values), jax.random.key(0), repeats=max(1, repeats // 2)
+                )
             rows.append(row)
     return rows
 
@@ -137,12 +148,16 @@ def main():
         rows = ho_table(split, step_size, args.outer_steps, args.repeats)
         result["ho"][name] = rows
         print(f"\nHO, {name} ({split.num_features} features, one strength per feature)")
-        print(f"{'backward':28s} {'hypergrad ms':>12s} {'ratio':>6s} {'backward ms':>11s} {'time to tol s':>13s} {'best held-out':>13s} {'test loss':>9s}")
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        print(
+            f"{'backward':28s} {'hypergrad ms':>12s} {'ratio':>6s} {'backward ms':>11s} {'time to tol s':>13s} {'best held-out':>13s} {'test loss':>9s}"
+        )
+        fmt = lambda v, f: "-" if v is None else format(v, f)
         for r in rows:
-            print(f"{r['backward']:28s} {r['hypergrad_ms']:12.2f} {r['ratio_to_implicit']:6.2f} {fmt(r['backward_ms'], '11.2f')} "
-                  f"{fmt(r['time_to_tol_s'], '13.2f') if r['best_val_loss'] is not None and r['time_to_tol_s'] is not None else ('never' if r['best_val_loss'] is not None else '-'):>13s} "
-                  f"{fmt(r['best_val_loss'], '13.4f')} {fmt(r['final_test_loss'], '9.4f')}")
+            print(
+                f"{r['backward']:28s} {r['hypergrad_ms']:12.2f} {r['ratio_to_implicit']:6.2f} {fmt(r['backward_ms'], '11.2f')} "
+                f"{fmt(r['time_to_tol_s'], '13.2f') if r['best_val_loss'] is not None and r['time_to_tol_s'] is not None else ('never' if r['best_val_loss'] is not None else '-'):>13s} "
+                f"{fmt(r['best_val_loss'], '13.4f')} {fmt(r['final_test_loss'], '9.4f')}"
+            )
     horizons = [100, 1000] if args.quick else [100, 1000, 10000]
     if args.horizons:
         horizons = [int(t) for t in args.horizons.split(",")]

@@ -26,8 +26,8 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,9 @@ TOL = 1e-5
 MAX_STEPS = 100
 RESULTS = Path(__file__).resolve().parent / "results"
 #: (solver, backward) pairs measured; SHINE reads Broyden's inverse estimate.
-METHODS = [(s, b) for s in ("fixed_point_iteration", "anderson", "broyden") for b in ("implicit", "implicit_jvp", "jfb", "unroll")]
+METHODS = [
+    (s, b) for s in ("fixed_point_iteration", "anderson", "broyden") for b in ("implicit", "implicit_jvp", "jfb", "unroll")
+]
 METHODS.insert(METHODS.index(("broyden", "jfb")), ("broyden", "shine"))
 #: label -> (solver, backward object): the default's parts, and optimistix's algorithm (plain iteration, GMRES adjoint).
 CONFIGURED = {
@@ -74,7 +76,9 @@ def ours(name: str, solver: str, backward) -> Callable[[], Callable]:
 
     def make():
         def loss(p):
-            return jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=batched))
+            return jnp.sum(
+                c * ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=TOL, max_steps=MAX_STEPS, batched=batched)
+            )
 
         return jax.value_and_grad(loss)
 
@@ -91,8 +95,15 @@ def optimistix_loss(name: str) -> Callable[[], Callable]:
         adjoint = optx.ImplicitAdjoint(linear_solver=lx.GMRES(rtol=TOL, atol=TOL))
 
         def loss(p):
-            solution = optx.fixed_point(lambda z, p: f(p, z, x), optx.FixedPointIteration(rtol=TOL, atol=TOL), jnp.zeros_like(x), p,
-                                        max_steps=MAX_STEPS, adjoint=adjoint, throw=False)
+            solution = optx.fixed_point(
+                lambda z, p: f(p, z, x),
+                optx.FixedPointIteration(rtol=TOL, atol=TOL),
+                jnp.zeros_like(x),
+                p,
+                max_steps=MAX_STEPS,
+                adjoint=adjoint,
+                throw=False,
+            )
             return jnp.sum(c * solution.value)
 
         return jax.value_and_grad(loss)
@@ -141,14 +152,20 @@ def table(names: list[str], repeats: int, peers: bool, only: list[str] | None = 
         methods = [(f"{s} / {b}", ours(name, s, b)) for s, b in METHODS]
         methods += [(label, ours(name, s, b)) for label, (s, b) in CONFIGURED.items()]
         if peers:
-            methods += [(OPTIMISTIX, optimistix_loss(name)), ("jaxopt FixedPointIteration (implicit, normal-CG)", jaxopt_loss(name, False)),
-                        ("jaxopt AndersonAcceleration (implicit, normal-CG)", jaxopt_loss(name, True))]
+            methods += [
+                (OPTIMISTIX, optimistix_loss(name)),
+                ("jaxopt FixedPointIteration (implicit, normal-CG)", jaxopt_loss(name, False)),
+                ("jaxopt AndersonAcceleration (implicit, normal-CG)", jaxopt_loss(name, True)),
+            ]
         if only:
             methods = [(m, make) for m, make in methods if any(key in m for key in only)]
         for method, make in methods:
             trace, compile_ = compile_seconds(make, params, repeats)
             rows.append(Row(name, method, trace, compile_, trace + compile_))
-            print(f"{name:6s} {method:52s} trace {trace:6.2f} s  compile {compile_:6.2f} s  total {trace + compile_:6.2f} s", flush=True)
+            print(
+                f"{name:6s} {method:52s} trace {trace:6.2f} s  compile {compile_:6.2f} s  total {trace + compile_:6.2f} s",
+                flush=True,
+            )
         reference = next((r.total_s for r in rows if r.problem == name and r.method == OPTIMISTIX), None)
         for r in rows:
             if r.problem == name and reference:

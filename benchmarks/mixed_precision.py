@@ -40,9 +40,13 @@ def train(config, seed: int, dataset) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         result = fit(config, workdir, dataset=dataset, progress=False)
         train_records = [r for r in read_metrics(result.metrics_path) if "loss" in r]
-    return dict(test_accuracy=result.test_accuracy, test_loss=result.test_loss, train_seconds=result.train_seconds,
-                forward_steps=float(np.mean([r["forward_steps"] for r in train_records])),
-                forward_converged=float(np.mean([r["forward_converged"] for r in train_records])))
+    return dict(
+        test_accuracy=result.test_accuracy,
+        test_loss=result.test_loss,
+        train_seconds=result.train_seconds,
+        forward_steps=float(np.mean([r["forward_steps"] for r in train_records])),
+        forward_converged=float(np.mean([r["forward_converged"] for r in train_records])),
+    )
 
 
 def main() -> None:
@@ -56,8 +60,9 @@ def main() -> None:
     if args.epochs is not None:
         base.num_epochs = args.epochs
     seeds = [int(s) for s in args.seeds.split(",")]
-    dataset = data_lib.load(base.dataset, data_dir=base.data_dir, train_subset=base.train_subset,
-                            test_subset=base.test_subset, seed=base.seed)
+    dataset = data_lib.load(
+        base.dataset, data_dir=base.data_dir, train_subset=base.train_subset, test_subset=base.test_subset, seed=base.seed
+    )
     rows = {}
     for dtype, tol in SETTINGS:
         config = base.copy_and_resolve_references()
@@ -65,19 +70,27 @@ def main() -> None:
         config.tol = config.tol if tol is None else tol
         name = f"{dtype} (tol {config.tol:g})"
         runs = [train(config, seed, dataset) for seed in seeds]
-        rows[name] = dict(dtype=dtype, tol=config.tol, runs=runs,
-                          accuracy_mean=float(np.mean([r["test_accuracy"] for r in runs])),
-                          accuracy_spread=float(np.ptp([r["test_accuracy"] for r in runs])))
+        rows[name] = dict(
+            dtype=dtype,
+            tol=config.tol,
+            runs=runs,
+            accuracy_mean=float(np.mean([r["test_accuracy"] for r in runs])),
+            accuracy_spread=float(np.ptp([r["test_accuracy"] for r in runs])),
+        )
         print(f"done {name}", flush=True)
     reference = next(iter(rows.values()))["accuracy_mean"]  # float32 at the config's tol
-    print(f"\n{'setting':<22} {'test acc':>9} {'spread':>7} {'vs f32':>7} {'test loss':>9} {'fwd steps':>9} {'converged':>9} {'train s':>8}")
+    print(
+        f"\n{'setting':<22} {'test acc':>9} {'spread':>7} {'vs f32':>7} {'test loss':>9} {'fwd steps':>9} {'converged':>9} {'train s':>8}"
+    )
     for name, row in rows.items():
         row["points_vs_float32"] = 100 * (row["accuracy_mean"] - reference)
-        print(f"{name:<22} {100 * row['accuracy_mean']:8.2f}% {100 * row['accuracy_spread']:6.2f} "
-              f"{row['points_vs_float32']:+7.2f} {np.mean([r['test_loss'] for r in row['runs']]):9.4f} "
-              f"{np.mean([r['forward_steps'] for r in row['runs']]):9.2f} "
-              f"{np.mean([r['forward_converged'] for r in row['runs']]):9.3f} "
-              f"{np.mean([r['train_seconds'] for r in row['runs']]):8.1f}")
+        print(
+            f"{name:<22} {100 * row['accuracy_mean']:8.2f}% {100 * row['accuracy_spread']:6.2f} "
+            f"{row['points_vs_float32']:+7.2f} {np.mean([r['test_loss'] for r in row['runs']]):9.4f} "
+            f"{np.mean([r['forward_steps'] for r in row['runs']]):9.2f} "
+            f"{np.mean([r['forward_converged'] for r in row['runs']]):9.3f} "
+            f"{np.mean([r['train_seconds'] for r in row['runs']]):8.1f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(config=base.to_dict(), seeds=seeds, machine=platform.platform(), rows=rows), indent=1))

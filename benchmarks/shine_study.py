@@ -75,12 +75,28 @@ def main() -> None:
                 solver = ij.Anderson(memory=memory)
                 for refine in (0, 1, 2, 3):
                     grad = gradient(f, params, x, loss, solver, ij.Shine(refine=refine), tol)
-                    rows.append(dict(cotangent=kind, tol=tol, memory=memory, method=f"shine (anderson) refine={refine}",
-                                     cosine=float(tree_cosine(grad, exact))))
+                    rows.append(
+                        dict(
+                            cotangent=kind,
+                            tol=tol,
+                            memory=memory,
+                            method=f"shine (anderson) refine={refine}",
+                            cosine=float(tree_cosine(grad, exact)),
+                        )
+                    )
             for refine in (1, 2, 3):  # the same adjoint steps started from g instead of the SHINE estimate
-                grad = gradient(f, params, x, loss, "anderson", ij.Implicit(solver="anderson", max_steps=refine, fallback=None), tol)
-                rows.append(dict(cotangent=kind, tol=tol, memory=5, method=f"adjoint from g, {refine} steps",
-                                 cosine=float(tree_cosine(grad, exact))))
+                grad = gradient(
+                    f, params, x, loss, "anderson", ij.Implicit(solver="anderson", max_steps=refine, fallback=None), tol
+                )
+                rows.append(
+                    dict(
+                        cotangent=kind,
+                        tol=tol,
+                        memory=5,
+                        method=f"adjoint from g, {refine} steps",
+                        cosine=float(tree_cosine(grad, exact)),
+                    )
+                )
             print(f"done {kind} tol={tol:g}", flush=True)
     print(f"\nwidth {args.width}, batch {args.batch}, ||W|| = 0.9, float32; cosine to the exact gradient")
     print(f"{'cotangent':<9} {'tol':>6} {'memory':>6}  {'method':<36} {'cosine':>7}")

@@ -36,9 +36,8 @@ import jax
 import numpy as np
 
 import implicit_jax as ij
-from implicit_jax.train import base_config
+from implicit_jax.train import base_config, sharding
 from implicit_jax.train import data as data_lib
-from implicit_jax.train import sharding
 from implicit_jax.train.loop import init_state, make_train_step
 
 HIDDEN, BATCH, TOL, MAX_STEPS, LR, BOUND = 128, 64, 1e-4, 40, 3e-3, 0.9
@@ -60,8 +59,11 @@ def batches(dataset, steps, batch=BATCH):
 
 
 def summarize(times, fwd_steps, losses, skip):
-    return dict(median_ms=1e3 * float(np.median(times[skip:])), mean_forward_steps=float(np.mean(fwd_steps[skip:])),
-                final_loss=float(np.mean(losses[-5:])))
+    return dict(
+        median_ms=1e3 * float(np.median(times[skip:])),
+        mean_forward_steps=float(np.mean(fwd_steps[skip:])),
+        final_loss=float(np.mean(losses[-5:])),
+    )
 
 
 def model_config(model: str):
@@ -72,8 +74,19 @@ def model_config(model: str):
         spec.loader.exec_module(module)
         return module.get_config()
     config = base_config()
-    config.update(dict(dataset="digits", model="deq_mlp", width=HIDDEN, normalization="spectral", tol=TOL,
-                       max_steps=MAX_STEPS, learning_rate=LR, schedule="constant", batch_size=BATCH))
+    config.update(
+        dict(
+            dataset="digits",
+            model="deq_mlp",
+            width=HIDDEN,
+            normalization="spectral",
+            tol=TOL,
+            max_steps=MAX_STEPS,
+            learning_rate=LR,
+            schedule="constant",
+            batch_size=BATCH,
+        )
+    )
     return config
 
 
@@ -157,8 +170,11 @@ def main():
     parser.add_argument("--skip", type=int, default=20)
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/train_step_<model>.json)")
-    parser.add_argument("--data_dir", default="", help="folder of Fashion-MNIST's IDX files for --model=conv (default: "
-                        "Debian's dataset-fashion-mnist)")
+    parser.add_argument(
+        "--data_dir",
+        default="",
+        help="folder of Fashion-MNIST's IDX files for --model=conv (default: Debian's dataset-fashion-mnist)",
+    )
     args = parser.parse_args()
     args.out = args.out or str(Path(__file__).parent / "results" / f"train_step_{args.model}.json")
     if not 0 <= args.skip < args.steps:
@@ -179,18 +195,24 @@ def main():
         theirs = time_torchdeq(name, dataset, args.steps, args.skip) if peers else None
         rows.append(dict(backward=name, ours=ours, torchdeq=theirs))
     implicit_ms = rows[0]["ours"]["median_ms"]
-    setting = (f"DEQ MLP on digits, batch {BATCH}, hidden {HIDDEN}, Anderson tol {TOL} (rel)" if args.model == "mlp" else
-               f"conv DEQ on Fashion-MNIST, batch {config.batch_size}, width {config.width}, tol {config.tol} (rel), "
-               f"max {config.max_steps} steps, Jacobian penalty {config.jac_reg_weight}")
-    print(f"{setting}, {args.steps} steps, median of the last {args.steps - args.skip}; "
-          f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}")
-    print(f"{'backward':<16} {'ours ms':>8} {'/implicit':>9} {'fwd steps':>9} {'torchdeq ms':>11} {'fwd steps':>9} "
-          f"{'torchdeq/ours':>13}")
+    setting = (
+        f"DEQ MLP on digits, batch {BATCH}, hidden {HIDDEN}, Anderson tol {TOL} (rel)"
+        if args.model == "mlp"
+        else f"conv DEQ on Fashion-MNIST, batch {config.batch_size}, width {config.width}, tol {config.tol} (rel), "
+        f"max {config.max_steps} steps, Jacobian penalty {config.jac_reg_weight}"
+    )
+    print(
+        f"{setting}, {args.steps} steps, median of the last {args.steps - args.skip}; "
+        f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}"
+    )
+    print(
+        f"{'backward':<16} {'ours ms':>8} {'/implicit':>9} {'fwd steps':>9} {'torchdeq ms':>11} {'fwd steps':>9} "
+        f"{'torchdeq/ours':>13}"
+    )
     for row in rows:
         ours, theirs = row["ours"], row["torchdeq"]
         row["ratio_to_implicit"] = ours["median_ms"] / implicit_ms
-        line = (f"{row['backward']:<16} {ours['median_ms']:8.2f} {row['ratio_to_implicit']:9.2f} "
-                f"{ours['mean_forward_steps']:9.1f}")
+        line = f"{row['backward']:<16} {ours['median_ms']:8.2f} {row['ratio_to_implicit']:9.2f} {ours['mean_forward_steps']:9.1f}"
         if theirs:
             row["torchdeq_over_ours"] = theirs["median_ms"] / ours["median_ms"]
             line += f" {theirs['median_ms']:11.2f} {theirs['mean_forward_steps']:9.1f} {row['torchdeq_over_ours']:13.2f}"
@@ -199,8 +221,18 @@ def main():
         print(line)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as handle:
-        json.dump(dict(setting=setting, steps=args.steps, skip=args.skip, rows=rows,
-                       machine=platform.machine(), backend=jax.devices()[0].platform), handle, indent=1)
+        json.dump(
+            dict(
+                setting=setting,
+                steps=args.steps,
+                skip=args.skip,
+                rows=rows,
+                machine=platform.machine(),
+                backend=jax.devices()[0].platform,
+            ),
+            handle,
+            indent=1,
+        )
     print(f"wrote {args.out}")
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ def eval_shape_or_explain(fn: Callable, signature: str, named_args: dict[str, An
     """
     try:
         return jax.eval_shape(fn, *named_args.values())
-    except Exception as error:  # noqa: BLE001 - re-raised with context
+    except Exception as error:
         kind = ValueError if isinstance(error, ValueError) else TypeError
         described = ", ".join(f"{name} = {describe(value)}" for name, value in named_args.items())
         raise kind(f"{signature} failed when called with {described}: {type(error).__name__}: {error}") from error

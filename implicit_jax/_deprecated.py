@@ -13,7 +13,7 @@ import importlib.util
 import sys
 import types
 import warnings
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 REMOVAL = "0.3"
 
@@ -39,7 +39,11 @@ MOVED_MODULES: Mapping[str, Sequence[str]] = {
 
 
 def _warn(old: str, new: str, stacklevel: int) -> None:
-    warnings.warn(f"{old} moved to {new}; the old path will be removed in implicit_jax {REMOVAL}.", DeprecationWarning, stacklevel=stacklevel)
+    warnings.warn(
+        f"{old} moved to {new}; the old path will be removed in implicit_jax {REMOVAL}.",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
 
 
 class _AliasModule(types.ModuleType):
@@ -53,7 +57,9 @@ class _AliasModule(types.ModuleType):
         for target in self._targets:
             if hasattr(target, name):
                 return getattr(target, name)
-        raise AttributeError(f"module {self.__name__!r} (now {', '.join(t.__name__ for t in self._targets)}) has no attribute {name!r}")
+        raise AttributeError(
+            f"module {self.__name__!r} (now {', '.join(t.__name__ for t in self._targets)}) has no attribute {name!r}"
+        )
 
     def __dir__(self):
         return sorted({name for target in self._targets for name in dir(target)})

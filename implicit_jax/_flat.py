@@ -9,7 +9,8 @@ leaf of ``z`` indexes samples (the DEQ convention: one system per example); with
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -96,8 +97,10 @@ def check_same_layout(z_in: PyTree, z_out: PyTree, what: str = "f(params, z, x)"
     """
     in_leaves, in_tree = jax.tree_util.tree_flatten(z_in)
     out_leaves, out_tree = jax.tree_util.tree_flatten(z_out)
-    if in_tree != out_tree:
-        raise ValueError(f"{what} must return a state with the same pytree structure as z: z is {in_tree}, but it returned {out_tree}.")
+    if in_tree != out_tree:  # type: ignore[operator]  # PyTreeDef compares; its stub says not
+        raise ValueError(
+            f"{what} must return a state with the same pytree structure as z: z is {in_tree}, but it returned {out_tree}."
+        )
     for i, (a, b) in enumerate(zip(in_leaves, out_leaves)):
         if jnp.shape(a) != jnp.shape(b):
             raise ValueError(

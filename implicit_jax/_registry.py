@@ -13,13 +13,21 @@ import ast
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, Literal, Mapping, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Union
 
-Converters = Mapping[type, Callable[[str], Any]]
+Converters = Mapping[type, Callable[..., Any]]
 
 
-def resolve(value: Any, registry: Mapping[str, Callable[..., Any]], base: type, option: str, example: str,
-            options: Mapping[str, Any] | None = None, converters: Converters | None = None) -> Any:
+def resolve(
+    value: Any,
+    registry: Mapping[str, Callable[..., Any]],
+    base: type,
+    option: str,
+    example: str,
+    options: Mapping[str, Any] | None = None,
+    converters: Converters | None = None,
+) -> Any:
     """``value`` if it is a configured ``base`` object, else ``registry[value](**options)``; ValueError otherwise.
 
     ``options`` are checked by :func:`configure`; they apply to names only (a configured
@@ -32,15 +40,17 @@ def resolve(value: Any, registry: Mapping[str, Callable[..., Any]], base: type, 
         return value
     if isinstance(value, str) and value in registry:
         return configure(value, registry[value], options or {}, option, converters or {})
-    raise ValueError(f"unknown {option} {value!r}; valid names are {sorted(registry)}, or pass a configured object such as {example}.")
+    raise ValueError(
+        f"unknown {option} {value!r}; valid names are {sorted(registry)}, or pass a configured object such as {example}."
+    )
 
 
-def option_fields(cls: type) -> dict[str, dataclasses.Field]:
+def option_fields(cls: Callable[..., Any]) -> dict[str, dataclasses.Field]:
     """The options of a configurable class: its dataclass fields that ``__init__`` takes."""
-    return {field.name: field for field in dataclasses.fields(cls) if field.init}
+    return {field.name: field for field in dataclasses.fields(cls) if field.init}  # type: ignore[arg-type]  # registered classes are dataclasses
 
 
-def describe_options(cls: type) -> str:
+def describe_options(cls: Callable[..., Any]) -> str:
     """``"k=5, damping=0.5"``: each option with its default, for error messages."""
     parts = []
     for name, field in option_fields(cls).items():
@@ -49,7 +59,7 @@ def describe_options(cls: type) -> str:
     return ", ".join(parts) if parts else "(no options)"
 
 
-def configure(name: str, cls: type, options: Mapping[str, Any], option: str, converters: Converters) -> Any:
+def configure(name: str, cls: Callable[..., Any], options: Mapping[str, Any], option: str, converters: Converters) -> Any:
     """``cls(**options)`` after checking every option's name and type; one ValueError listing all problems."""
     fields = option_fields(cls)
     hints = typing.get_type_hints(cls)

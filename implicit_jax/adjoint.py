@@ -24,7 +24,8 @@ depend on it).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +87,9 @@ def unsolved_info(residual: tuple[jax.Array, jax.Array] | None, dtype, *, steps=
     """Info for rules without an adjoint solve: ``residual`` is ``(abs, rel)`` or ``None`` (reported as NaN)."""
     nan = jnp.full((), jnp.nan, dtype)
     abs_res, rel_res = (nan, nan) if residual is None else residual
-    return BackwardInfo(jnp.asarray(steps, dtype), abs_res.astype(dtype), rel_res.astype(dtype), nan, jnp.asarray(fallback_fraction, dtype))
+    return BackwardInfo(
+        jnp.asarray(steps, dtype), abs_res.astype(dtype), rel_res.astype(dtype), nan, jnp.asarray(fallback_fraction, dtype)
+    )
 
 
 def solver_backward_info(info: SolverInfo, dtype, fallback_fraction=0.0) -> BackwardInfo:

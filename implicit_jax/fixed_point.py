@@ -8,7 +8,8 @@ Flax ``apply``: ``f(params, z, x) -> z``.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from implicit_jax import _flat, _partition
 from implicit_jax.errors import raise_if_not_converged
 from implicit_jax.estimators import AbstractBackward, BackwardInfo, FixedPointProblem, resolve_backward
 from implicit_jax.solvers import AbstractFixedPointSolver, SolverInfo, StopCriterion, resolve_solver
+from implicit_jax.solvers.stopping import StopMode
 
 PyTree = Any
 
@@ -67,8 +69,12 @@ def _carry_static_leaves(f, params, x):
 
 
 def _drop_batch(info: SolverInfo) -> SolverInfo:
-    return info._replace(abs_residual=info.abs_residual[0], rel_residual=info.rel_residual[0], converged=info.converged[0],
-                         num_fallbacks=info.num_fallbacks[0])
+    return info._replace(
+        abs_residual=info.abs_residual[0],
+        rel_residual=info.rel_residual[0],
+        converged=info.converged[0],
+        num_fallbacks=jnp.asarray(info.num_fallbacks)[0],
+    )
 
 
 def fixed_point(
@@ -81,7 +87,7 @@ def fixed_point(
     backward: str | AbstractBackward = "implicit",
     tol: float = 1e-5,
     max_steps: int = 50,
-    stop_mode: str = "rel",
+    stop_mode: StopMode = "rel",
     atol: float = 0.0,
     batched: bool = False,
     throw: bool = False,
@@ -127,11 +133,15 @@ def fixed_point(
     criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw, atol=atol)
     if z0 is None:
         if not jax.tree_util.tree_leaves(x) or _partition.has_static_leaves(x):
-            raise ValueError("z0 defaults to zeros_like(x), but x has no array leaves or some that are not arrays; pass z0 (the initial state).")
+            raise ValueError(
+                "z0 defaults to zeros_like(x), but x has no array leaves or some that are not arrays; pass z0 (the initial state)."
+            )
         z0 = jax.tree_util.tree_map(jnp.zeros_like, x)
     if _partition.has_static_leaves(z0):
-        raise TypeError(f"the fixed-point state z0 must hold only arrays; it has leaves of type {_partition.static_leaf_types(z0)}. "
-                        "Keep functions and other static values in params, in x or in f's closure.")
+        raise TypeError(
+            f"the fixed-point state z0 must hold only arrays; it has leaves of type {_partition.static_leaf_types(z0)}. "
+            "Keep functions and other static values in params, in x or in f's closure."
+        )
     f, params, x = _carry_static_leaves(f, params, x)
     layout = _flat.layout_of(z0, batched)
     _warn_if_unreachable(criterion, layout.dtype)

@@ -52,7 +52,7 @@ class LowRankInverse(NamedTuple):
 
     u: jax.Array
     v: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count
 
 
 def broyden_init(n: int, memory: int, dtype=jnp.float32) -> LowRankInverse:
@@ -118,7 +118,9 @@ def _h_times_y(inverse: LowRankInverse, room: LowRankInverse, y: jax.Array, hy: 
     return jnp.where(room.count == inverse.count, hy, -y)  # after a restart H = -I
 
 
-def good_broyden_update(inverse: LowRankInverse, s: jax.Array, y: jax.Array, active=True, hy: jax.Array | None = None) -> LowRankInverse:
+def good_broyden_update(
+    inverse: LowRankInverse, s: jax.Array, y: jax.Array, active=True, hy: jax.Array | None = None
+) -> LowRankInverse:
     """Broyden's first ("good") method on the inverse.
 
     ``hy``, if given, is :math:`H y` for the current estimate (solvers have it for free,
@@ -132,7 +134,9 @@ def good_broyden_update(inverse: LowRankInverse, s: jax.Array, y: jax.Array, act
     return _accept(inverse, room, u_new, v_new, ok & active)
 
 
-def bad_broyden_update(inverse: LowRankInverse, s: jax.Array, y: jax.Array, active=True, hy: jax.Array | None = None) -> LowRankInverse:
+def bad_broyden_update(
+    inverse: LowRankInverse, s: jax.Array, y: jax.Array, active=True, hy: jax.Array | None = None
+) -> LowRankInverse:
     """Broyden's second ("bad") method on the inverse; arguments and skipping as :func:`good_broyden_update`."""
     room = _make_room(inverse)
     u_new, ok = safe_divide(s - _h_times_y(inverse, room, y, hy), _vdot(y, y))
@@ -166,7 +170,7 @@ class LBFGSMemory(NamedTuple):
     s: jax.Array
     y: jax.Array
     rho: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count
 
 
 def lbfgs_init(n: int, memory: int, dtype=jnp.float32) -> LBFGSMemory:

@@ -53,10 +53,21 @@ def linear_closed_form(params, x, c, u):
     return z, grads, params["U"].T @ u
 
 
-def tanh_layer(d: int = 32, batch: int = 4, seed: int = 0, norm: float = 0.9, x_scale: float = 0.3, dtype=jnp.float64, orthogonal: bool = False):
+def tanh_layer(
+    d: int = 32,
+    batch: int = 4,
+    seed: int = 0,
+    norm: float = 0.9,
+    x_scale: float = 0.3,
+    dtype=jnp.float64,
+    orthogonal: bool = False,
+):
     """Batched ``z = tanh(z W^T + x U^T)``, ``||W|| = norm``; returns ``f, params, x, c`` (loss ``sum(c * z)``)."""
     k = jax.random.split(jax.random.PRNGKey(seed), 4)
-    params = {"W": contraction(k[0], d, norm, dtype, orthogonal), "U": (jax.random.normal(k[1], (d, d), dtype) / np.sqrt(d)).astype(dtype)}
+    params = {
+        "W": contraction(k[0], d, norm, dtype, orthogonal),
+        "U": (jax.random.normal(k[1], (d, d), dtype) / np.sqrt(d)).astype(dtype),
+    }
     x = x_scale * jax.random.normal(k[2], (batch, d), dtype)
     c = jax.random.normal(k[3], (batch, d), dtype)
 

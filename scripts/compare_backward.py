@@ -41,25 +41,32 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
-from benchmarks.timing import median_ms  # noqa: E402
+from benchmarks.timing import median_ms
 from implicit_jax._registry import parse_spec
 from implicit_jax.estimators import BACKWARDS
-from implicit_jax.train import fit, is_primary, read_metrics, validate_config
-from implicit_jax.train.cli import define_distributed_flags, exit_on_run_errors, initialize_distributed_from_flags, preflight
 from implicit_jax.train import data as data_lib
-from implicit_jax.train import sharding
+from implicit_jax.train import fit, is_primary, read_metrics, sharding, validate_config
+from implicit_jax.train.cli import define_distributed_flags, exit_on_run_errors, initialize_distributed_from_flags, preflight
 from implicit_jax.train.loop import init_state, make_eval_step, make_train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file", lock_config=False, accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder")
-_BACKWARDS = flags.DEFINE_list("backwards", ["implicit", "shine", "jfb", "phantom_unroll", "phantom_neumann"],
-                               f"estimators to compare, from {sorted(BACKWARDS)}, each optionally NAME:OPTION=VALUE:...")
+_BACKWARDS = flags.DEFINE_list(
+    "backwards",
+    ["implicit", "shine", "jfb", "phantom_unroll", "phantom_neumann"],
+    f"estimators to compare, from {sorted(BACKWARDS)}, each optionally NAME:OPTION=VALUE:...",
+)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timing repeats per estimator")
 _SEEDS = flags.DEFINE_list("seeds", [], "training seeds, each estimator trained once per seed (default: the config's seed)")
-_TARGET_DROP = flags.DEFINE_float("target_drop", 0.5, "target accuracy = the reference's mean final accuracy minus this "
-                                  "many points (the reference: implicit if compared, else the first estimator)")
-_RESULTS = flags.DEFINE_string("results", "", "also write the report to RESULTS.json and RESULTS.png (e.g. "
-                               "benchmarks/results/end_to_end_digits)")
+_TARGET_DROP = flags.DEFINE_float(
+    "target_drop",
+    0.5,
+    "target accuracy = the reference's mean final accuracy minus this "
+    "many points (the reference: implicit if compared, else the first estimator)",
+)
+_RESULTS = flags.DEFINE_string(
+    "results", "", "also write the report to RESULTS.json and RESULTS.png (e.g. benchmarks/results/end_to_end_digits)"
+)
 define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -129,8 +136,9 @@ def time_to_accuracy(curve: list[tuple[int, float, float]], target: float) -> tu
 
 def final_forward_steps(records: list[dict], windows: int = 3) -> float:
     """Mean forward solver steps over the last ``windows`` logged training windows."""
-    train = [r["forward_steps"] for r in records if "loss" in r and not r.get("warmup")] or \
-        [r["forward_steps"] for r in records if "loss" in r]
+    train = [r["forward_steps"] for r in records if "loss" in r and not r.get("warmup")] or [
+        r["forward_steps"] for r in records if "loss" in r
+    ]
     tail = train[-windows:]
     return sum(tail) / len(tail)
 
@@ -155,18 +163,24 @@ def summarize(rows: list[dict], target_drop: float) -> tuple[list[dict], float]:
         reached = [time_to_accuracy(r["curve"], target) for r in runs]
         hit = [x for x in reached if x is not None]
         seconds_to_target = float(np.mean([x[1] for x in hit])) if len(hit) == len(runs) else None
-        summary.append(dict(
-            backward=spec, solver=runs[0]["solver"], seeds=[r["seed"] for r in runs],
-            accuracy_mean=float(accuracy.mean()), accuracy_half_range=float((accuracy.max() - accuracy.min()) / 2),
-            train_seconds=float(np.mean([r["train_seconds"] for r in runs])),
-            time_ratio_to_reference=float(np.mean([r["train_seconds"] for r in runs])) / reference_seconds,
-            seeds_reaching_target=len(hit),
-            seconds_to_target=seconds_to_target,
-            steps_to_target=float(np.mean([x[0] for x in hit])) if len(hit) == len(runs) else None,
-            target_time_ratio=None if seconds_to_target is None else seconds_to_target / reference_seconds,
-            final_forward_steps=float(np.mean([r["final_forward_steps"] for r in runs])),
-            backward_share=float(np.mean([r["backward_ms"] / max(r["forward_ms"] + r["backward_ms"], 1e-9) for r in runs])),
-            step_ms=float(np.mean([r["forward_ms"] + r["backward_ms"] for r in runs]))))
+        summary.append(
+            dict(
+                backward=spec,
+                solver=runs[0]["solver"],
+                seeds=[r["seed"] for r in runs],
+                accuracy_mean=float(accuracy.mean()),
+                accuracy_half_range=float((accuracy.max() - accuracy.min()) / 2),
+                train_seconds=float(np.mean([r["train_seconds"] for r in runs])),
+                time_ratio_to_reference=float(np.mean([r["train_seconds"] for r in runs])) / reference_seconds,
+                seeds_reaching_target=len(hit),
+                seconds_to_target=seconds_to_target,
+                steps_to_target=float(np.mean([x[0] for x in hit])) if len(hit) == len(runs) else None,
+                target_time_ratio=None if seconds_to_target is None else seconds_to_target / reference_seconds,
+                final_forward_steps=float(np.mean([r["final_forward_steps"] for r in runs])),
+                backward_share=float(np.mean([r["backward_ms"] / max(r["forward_ms"] + r["backward_ms"], 1e-9) for r in runs])),
+                step_ms=float(np.mean([r["forward_ms"] + r["backward_ms"] for r in runs])),
+            )
+        )
     return summary, target
 
 
@@ -213,7 +227,7 @@ def plot_accuracy(rows: list[dict], target_accuracy: float, path: str) -> None:
         axis.axhline(100 * target_accuracy, color="grey", linestyle=":", linewidth=1)
         axis.set_xlabel(xlabel)
         axis.grid(alpha=0.3)
-    lows = [100 * a for r in rows for *_, a in r["curve"][len(r["curve"]) // 3:]]
+    lows = [100 * a for r in rows for *_, a in r["curve"][len(r["curve"]) // 3 :]]
     axes[0].set_ylim(min(lows) - 1, max(lows) + 0.5)
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].legend(fontsize=8)
@@ -224,24 +238,38 @@ def plot_accuracy(rows: list[dict], target_accuracy: float, path: str) -> None:
 
 
 def print_tables(rows: list[dict], summary: list[dict], target: float) -> None:
-    reference = rows[0] if "implicit" not in [r["backward"] for r in rows] else next(r for r in rows if r["backward"] == "implicit")
+    reference = (
+        rows[0] if "implicit" not in [r["backward"] for r in rows] else next(r for r in rows if r["backward"] == "implicit")
+    )
     width = max(16, *(len(r["backward"]) + 1 for r in rows))
-    print(f"\n{'backward':<{width}} {'solver':<9} {'seed':>4} {'test acc':>8} {'fwd ms':>8} {'bwd ms':>8} {'step/implicit':>13} "
-          f"{'fwd steps':>9} {'train s':>8}")
+    print(
+        f"\n{'backward':<{width}} {'solver':<9} {'seed':>4} {'test acc':>8} {'fwd ms':>8} {'bwd ms':>8} {'step/implicit':>13} "
+        f"{'fwd steps':>9} {'train s':>8}"
+    )
     for r in rows:
         ratio = (r["forward_ms"] + r["backward_ms"]) / (reference["forward_ms"] + reference["backward_ms"])
         r["step_ratio_to_implicit"] = ratio
-        print(f"{r['backward']:<{width}} {r['solver']:<9} {r['seed']:>4} {100 * r['test_accuracy']:7.2f}% {r['forward_ms']:8.1f} "
-              f"{r['backward_ms']:8.1f} {ratio:13.2f} {r['mean_forward_steps']:9.1f} {r['train_seconds']:8.0f}")
+        print(
+            f"{r['backward']:<{width}} {r['solver']:<9} {r['seed']:>4} {100 * r['test_accuracy']:7.2f}% {r['forward_ms']:8.1f} "
+            f"{r['backward_ms']:8.1f} {ratio:13.2f} {r['mean_forward_steps']:9.1f} {r['train_seconds']:8.0f}"
+        )
     print(f"\ntarget accuracy {100 * target:.2f}% (reference's mean final accuracy - target_drop)")
-    print(f"{'backward':<{width}} {'final acc':>14} {'wall s':>7} {'wall/ref':>8} {'s to target':>11} {'target/ref':>10} "
-          f"{'end fwd steps':>13} {'bwd share':>9}")
+    print(
+        f"{'backward':<{width}} {'final acc':>14} {'wall s':>7} {'wall/ref':>8} {'s to target':>11} {'target/ref':>10} "
+        f"{'end fwd steps':>13} {'bwd share':>9}"
+    )
     for s in summary:
         to_target = "-" if s["seconds_to_target"] is None else f"{s['seconds_to_target']:.3g}"
-        ratio = f"{s['seeds_reaching_target']}/{len(s['seeds'])} seeds" if s["target_time_ratio"] is None else f"{s['target_time_ratio']:.2f}"
-        print(f"{s['backward']:<{width}} {100 * s['accuracy_mean']:7.2f}±{100 * s['accuracy_half_range']:.2f}% "
-              f"{s['train_seconds']:7.3g} {s['time_ratio_to_reference']:8.2f} {to_target:>11} {ratio:>10} "
-              f"{s['final_forward_steps']:13.1f} {100 * s['backward_share']:8.0f}%")
+        ratio = (
+            f"{s['seeds_reaching_target']}/{len(s['seeds'])} seeds"
+            if s["target_time_ratio"] is None
+            else f"{s['target_time_ratio']:.2f}"
+        )
+        print(
+            f"{s['backward']:<{width}} {100 * s['accuracy_mean']:7.2f}±{100 * s['accuracy_half_range']:.2f}% "
+            f"{s['train_seconds']:7.3g} {s['time_ratio_to_reference']:8.2f} {to_target:>11} {ratio:>10} "
+            f"{s['final_forward_steps']:13.1f} {100 * s['backward_share']:8.0f}%"
+        )
 
 
 def main(argv):
@@ -255,33 +283,56 @@ def main(argv):
     except ValueError as error:
         sys.exit(f"error: {error}")
     base = _CONFIG.value
-    dataset = data_lib.load(base.dataset, data_dir=base.data_dir, train_subset=base.train_subset,
-                            test_subset=base.test_subset, seed=base.seed)
+    dataset = data_lib.load(
+        base.dataset, data_dir=base.data_dir, train_subset=base.train_subset, test_subset=base.test_subset, seed=base.seed
+    )
     rows, runs = [], {}
     for (name, seed), config in configs.items():
         with exit_on_run_errors():
-            result = fit(config, os.path.join(_WORKDIR.value, run_folder(name, seed if len(seeds) > 1 else None)),
-                         dataset=dataset, progress=False)
+            result = fit(
+                config,
+                os.path.join(_WORKDIR.value, run_folder(name, seed if len(seeds) > 1 else None)),
+                dataset=dataset,
+                progress=False,
+            )
         forward_ms, backward_ms = step_times(config, dataset, result.state, _REPEATS.value)
         if not is_primary():
             continue  # process 0 reports
         records = read_metrics(result.metrics_path)
         train = [r for r in records if "loss" in r]
         runs.setdefault(name, result.metrics_path)
-        rows.append(dict(backward=name, solver=config.solver, seed=config.seed, test_accuracy=result.test_accuracy,
-                         forward_ms=forward_ms, backward_ms=backward_ms,
-                         mean_forward_steps=sum(r["forward_steps"] for r in train) / len(train),
-                         final_forward_steps=final_forward_steps(records), train_seconds=result.train_seconds,
-                         compile_seconds=sum(r["compile_seconds"] for r in records if r.get("event") == "compiled"),
-                         steps=train[-1]["step"], curve=accuracy_curve(records)))
-        print(f"done {name} (seed {config.seed}): test accuracy {100 * result.test_accuracy:.2f}% "
-              f"in {result.train_seconds:.0f} s", flush=True)
+        rows.append(
+            dict(
+                backward=name,
+                solver=config.solver,
+                seed=config.seed,
+                test_accuracy=result.test_accuracy,
+                forward_ms=forward_ms,
+                backward_ms=backward_ms,
+                mean_forward_steps=sum(r["forward_steps"] for r in train) / len(train),
+                final_forward_steps=final_forward_steps(records),
+                train_seconds=result.train_seconds,
+                compile_seconds=sum(r["compile_seconds"] for r in records if r.get("event") == "compiled"),
+                steps=train[-1]["step"],
+                curve=accuracy_curve(records),
+            )
+        )
+        print(
+            f"done {name} (seed {config.seed}): test accuracy {100 * result.test_accuracy:.2f}% in {result.train_seconds:.0f} s",
+            flush=True,
+        )
     if not is_primary():
         return
     summary, target = summarize(rows, _TARGET_DROP.value / 100)
     print_tables(rows, summary, target)
-    report = dict(config=base.to_dict(), seeds=[r for r in seeds if r is not None] or [base.seed],
-                  target_accuracy=target, target_drop_points=_TARGET_DROP.value, rows=rows, summary=summary)
+    report = dict(
+        config=base.to_dict(),
+        seeds=[r for r in seeds if r is not None] or [base.seed],
+        target_accuracy=target,
+        target_drop_points=_TARGET_DROP.value,
+        rows=rows,
+        summary=summary,
+    )
     outputs = [os.path.join(_WORKDIR.value, name) for name in ("compare.json", "accuracy_vs_time.png")]
     if _RESULTS.value:
         os.makedirs(os.path.dirname(os.path.abspath(_RESULTS.value)), exist_ok=True)

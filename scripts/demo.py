@@ -26,7 +26,7 @@ import implicit_jax as ij
 from implicit_jax.testing import tanh_layer, tree_cosine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
-from benchmarks.timing import median_ms  # noqa: E402
+from benchmarks.timing import median_ms
 
 ESTIMATORS = {
     "implicit": ("anderson", "implicit"),
@@ -45,6 +45,7 @@ def estimator_table(batch: int, dim: int) -> None:
     print(f"{'backward':<30} {'solver':<10} {'fwd steps':>9} {'fwd ms':>8} {'bwd ms':>8} {'cos to exact':>13}")
     exact = None
     for name, (solver, backward) in ESTIMATORS.items():
+
         def solve(p, solver=solver, backward=backward):
             return ij.fixed_point(f, p, x, solver=solver, backward=backward, batched=True, return_info=True)
 
@@ -55,7 +56,9 @@ def estimator_table(batch: int, dim: int) -> None:
         grad = jax.jit(jax.grad(loss))(params)
         exact = grad if exact is None else exact
         steps = int(jax.jit(solve)(params)[1].steps)
-        print(f"{name:<30} {solver:<10} {steps:>9d} {median_ms(forward, params):8.2f} {median_ms(pullback, vjp):8.2f} {tree_cosine(grad, exact):13.4f}")
+        print(
+            f"{name:<30} {solver:<10} {steps:>9d} {median_ms(forward, params):8.2f} {median_ms(pullback, vjp):8.2f} {tree_cosine(grad, exact):13.4f}"
+        )
 
 
 def spirals(n: int, seed: int):
@@ -86,7 +89,9 @@ def cell(p, z, x):
 
 def logits(p, x, solver, backward):
     z0 = jnp.zeros((x.shape[0], p["W"].shape[0]), x.dtype)
-    z, info = ij.fixed_point(cell, p, x, z0=z0, solver=solver, backward=backward, batched=True, tol=1e-4, max_steps=60, return_info=True)
+    z, info = ij.fixed_point(
+        cell, p, x, z0=z0, solver=solver, backward=backward, batched=True, tol=1e-4, max_steps=60, return_info=True
+    )
     return z @ p["head"], info
 
 
@@ -110,7 +115,7 @@ def train(name, solver, backward, data, steps, hidden, seed=0):
     start = time.perf_counter()
     history = []
     for i in range(steps - 1):
-        params, state, loss, fwd_steps = step(params, state)
+        params, state, loss, _fwd_steps = step(params, state)
         if i % max(1, steps // 5) == 0:
             history.append(f"{float(loss):.3f}")
     jax.block_until_ready(params)

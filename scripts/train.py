@@ -36,8 +36,9 @@ from implicit_jax.train.cli import define_distributed_flags, exit_on_run_errors,
 
 # New attributes are accepted so that --config.backward_options.k=3 can add an option; every name is
 # then checked (preflight, validate_config) before anything runs.
-_CONFIG = config_flags.DEFINE_config_file("config", None, "path to a config file in configs/", lock_config=False,
-                                          accept_new_attributes=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "path to a config file in configs/", lock_config=False, accept_new_attributes=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (metrics, plots, checkpoints)")
 _RESUME = flags.DEFINE_bool("resume", False, "continue from the latest checkpoint in --workdir")
 _PROGRESS = flags.DEFINE_bool("progress", True, "show a progress bar")
@@ -58,8 +59,10 @@ def main(argv):
         result = fit(config, _WORKDIR.value, resume=_RESUME.value, progress=_PROGRESS.value)
     if not is_primary():
         return
-    print(f"final test accuracy: {100 * result.test_accuracy:.2f}% (test loss {result.test_loss:.4f}) after "
-          f"{result.train_seconds:.0f} s of training")
+    print(
+        f"final test accuracy: {100 * result.test_accuracy:.2f}% (test loss {result.test_loss:.4f}) after "
+        f"{result.train_seconds:.0f} s of training"
+    )
     print(f"metrics: {result.metrics_path}")
     print(f"plots: {', '.join(result.plots)}")
     print(f"checkpoints: {result.workdir}/checkpoints")

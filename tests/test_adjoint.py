@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 import implicit_jax as ij
-from implicit_jax.adjoint import AdjointContext, BackwardInfo, backward_tap, custom_root, linear_residual, solver_backward_info, unsolved_info
+from implicit_jax.adjoint import (
+    AdjointContext,
+    BackwardInfo,
+    backward_tap,
+    custom_root,
+    linear_residual,
+    solver_backward_info,
+    unsolved_info,
+)
 from implicit_jax.solvers import SolverInfo, StopCriterion
 
 
@@ -48,7 +56,9 @@ def test_custom_root_gives_the_implicit_function_theorem_gradient(solve):
     fd = ((y_of(a + eps, b) - y_of(a - eps, b)) / (2 * eps), (y_of(a, b + eps) - y_of(a, b - eps)) / (2 * eps))
     chex.assert_trees_all_close(grads, fd, rtol=1e-7)
     # the starting point gets no gradient: the root does not depend on it
-    d_y0 = jax.grad(lambda y0: solve(None, ScalarRoot(), None, StopCriterion(), (a, b), y0, None)[0])(jnp.asarray(1.0, jnp.float64))
+    d_y0 = jax.grad(lambda y0: solve(None, ScalarRoot(), None, StopCriterion(), (a, b), y0, None)[0])(
+        jnp.asarray(1.0, jnp.float64)
+    )
     assert float(d_y0) == 0.0
 
 
@@ -65,7 +75,10 @@ def test_info_helpers():
     u, b = jnp.ones((2, 3)), jnp.full((2, 3), 0.5)
     abs_res, rel_res = linear_residual(apply_a, u, b)  # u - Au - b = 0
     assert float(abs_res) == 0.0 and float(rel_res) == 0.0
-    info = solver_backward_info(SolverInfo(jnp.int32(4), jnp.int32(5), jnp.array([1e-3, 2e-3]), jnp.array([1e-4, 3e-4]), jnp.array([True, False])), jnp.float32)
+    info = solver_backward_info(
+        SolverInfo(jnp.int32(4), jnp.int32(5), jnp.array([1e-3, 2e-3]), jnp.array([1e-4, 3e-4]), jnp.array([True, False])),
+        jnp.float32,
+    )
     chex.assert_trees_all_close(info, BackwardInfo(*map(jnp.float32, (4.0, 2e-3, 3e-4, 0.0, 0.0))))
 
 

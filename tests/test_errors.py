@@ -35,4 +35,6 @@ def test_backward_check_ignores_rules_without_an_adjoint_solve():
     nan = jnp.asarray(jnp.nan)
     raise_if_backward_failed(BackwardInfo(jnp.asarray(0.0), nan, nan, nan, jnp.asarray(0.0)), "jfb")
     with pytest.raises(NonConvergenceError, match="backward='implicit' did not converge after 3 steps"):
-        raise_if_backward_failed(BackwardInfo(jnp.asarray(3.0), jnp.asarray(1.0), nan, jnp.asarray(0.0), jnp.asarray(0.0)), "implicit")
+        raise_if_backward_failed(
+            BackwardInfo(jnp.asarray(3.0), jnp.asarray(1.0), nan, jnp.asarray(0.0), jnp.asarray(0.0)), "implicit"
+        )

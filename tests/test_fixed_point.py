@@ -33,17 +33,25 @@ def pytree_problem(dtype=jnp.float32):
 @pytest.mark.parametrize("backward", ALL_BACKWARDS)
 def test_pytree_params_and_tuple_state_with_every_backward(backward):
     f, params, x, z0 = pytree_problem()
-    loss = lambda p, x: sum(jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, solver=solver_for(backward), backward=backward, tol=1e-6))
+    loss = lambda p, x: sum(
+        jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, solver=solver_for(backward), backward=backward, tol=1e-6)
+    )
     grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
     chex.assert_trees_all_equal_structs(grads, (params, x))
     chex.assert_tree_all_finite(grads)
-    exact = jax.grad(lambda p, x: sum(jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, backward="unroll", tol=1e-7, max_steps=100)), argnums=(0, 1))(params, x)
+    exact = jax.grad(
+        lambda p, x: sum(jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, backward="unroll", tol=1e-7, max_steps=100)),
+        argnums=(0, 1),
+    )(params, x)
     assert tree_cosine(grads, exact) > 0.9
 
 
 def test_implicit_matches_unroll_on_pytrees_in_float64():
     f, params, x, z0 = pytree_problem(jnp.float64)
-    grad = lambda bw: jax.grad(lambda p, x: sum(jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, backward=bw, tol=1e-13, max_steps=200)), argnums=(0, 1))(params, x)
+    grad = lambda bw: jax.grad(
+        lambda p, x: sum(jnp.sum(leaf**2) for leaf in ij.fixed_point(f, p, x, z0=z0, backward=bw, tol=1e-13, max_steps=200)),
+        argnums=(0, 1),
+    )(params, x)
     chex.assert_trees_all_close(grad("implicit"), grad("unroll"), atol=1e-9)
 
 
@@ -55,7 +63,9 @@ def test_vmap_over_samples_equals_the_batched_solve(backward):
     f, params, x, c = tanh_layer(d=8, batch=3, dtype=jnp.float64)
     kwargs = dict(solver=solver_for(backward), backward=backward, tol=1e-10)
     batched = lambda p: jnp.sum(c * ij.fixed_point(f, p, x, batched=True, **kwargs))
-    per_sample = lambda p: jnp.sum(c * jax.vmap(lambda xi: ij.fixed_point(lambda p, z, x: f(p, z[None], x[None])[0], p, xi, **kwargs))(x))
+    per_sample = lambda p: jnp.sum(
+        c * jax.vmap(lambda xi: ij.fixed_point(lambda p, z, x: f(p, z[None], x[None])[0], p, xi, **kwargs))(x)
+    )
     rtol = 1e-4 if backward == "shine" else 1e-7
     chex.assert_trees_all_close(jax.grad(batched)(params), jax.jit(jax.grad(per_sample))(params), rtol=rtol, atol=1e-9)
 
@@ -73,7 +83,12 @@ def test_padded_sample_and_integer_leaves_leave_the_gradient_finite_and_unchange
 
     def grads(inputs, c):
         z0 = jnp.zeros_like(inputs["x"])
-        loss = lambda p, inputs: jnp.sum(c * ij.fixed_point(gated, p, inputs, z0=z0, solver=solver_for(backward), backward=backward, tol=1e-10, max_steps=100, batched=True))
+        loss = lambda p, inputs: jnp.sum(
+            c
+            * ij.fixed_point(
+                gated, p, inputs, z0=z0, solver=solver_for(backward), backward=backward, tol=1e-10, max_steps=100, batched=True
+            )
+        )
         return jax.jit(jax.grad(loss, argnums=(0, 1), allow_int=True))(params, inputs)
 
     d_params, d_inputs = grads({"x": x, "keep": jnp.array([1, 1, 0])}, c)
@@ -118,7 +133,11 @@ def test_configured_objects_are_hashable_static_arguments():
 
     @jax.jit
     def run(p):
-        return jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, solver=ij.Broyden(memory=10), backward=ij.Shine(fallback=True), batched=True)))(p)
+        return jax.grad(
+            lambda p: jnp.sum(
+                c * ij.fixed_point(f, p, x, solver=ij.Broyden(memory=10), backward=ij.Shine(fallback=True), batched=True)
+            )
+        )(p)
 
     chex.assert_tree_all_finite(run(params))
     assert hash(ij.PhantomUnroll(k=5, damping=0.5)) == hash(ij.PhantomUnroll(k=5, damping=0.5))
@@ -128,11 +147,17 @@ def test_configured_objects_are_hashable_static_arguments():
 
 # ---------------------------------------------------------------- bad input
 
+
 def test_unknown_names_list_the_valid_choices():
     f, params, x, _ = linear_problem()
-    with pytest.raises(ValueError, match=r"unknown solver 'newton'; valid names are \['anderson', 'broyden', 'fixed_point_iteration'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown solver 'newton'; valid names are \['anderson', 'broyden', 'fixed_point_iteration'\]"
+    ):
         ij.fixed_point(f, params, x, solver="newton")
-    with pytest.raises(ValueError, match=r"unknown backward 'exact'; valid names are \['implicit', 'implicit_jvp', 'jfb', 'phantom_neumann', 'phantom_unroll', 'shine', 'unroll'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown backward 'exact'; valid names are \['implicit', 'implicit_jvp', 'jfb', 'phantom_neumann', 'phantom_unroll', 'shine', 'unroll'\]",
+    ):
         ij.fixed_point(f, params, x, backward="exact")
     with pytest.raises(ValueError, match="stop_mode must be one of"):
         ij.fixed_point(f, params, x, stop_mode="max")
@@ -179,7 +204,7 @@ def test_missing_initial_state_is_asked_for():
 
 def test_nan_map_is_never_converged():
     f = lambda p, z, x: z * jnp.nan + x
-    z, info = jax.jit(lambda x: ij.fixed_point(f, None, x, return_info=True))(jnp.ones(3))
+    _z, info = jax.jit(lambda x: ij.fixed_point(f, None, x, return_info=True))(jnp.ones(3))
     assert not bool(info.converged)
     assert not np.isfinite(float(info.abs_residual))
 
@@ -223,7 +248,9 @@ def test_equinox_module_as_params_with_every_other_estimator(backward):
     solver = "broyden" if backward == "shine" else "anderson"
     grads = eqx.filter_grad(lambda m: jnp.sum(ij.fixed_point(cell, m, x, solver=solver, backward=backward) ** 2))(mlp)
     assert grads.activation is None  # eqx.filter_grad's convention for non-array leaves
-    assert jax.tree_util.tree_structure(eqx.filter(grads, eqx.is_array)) == jax.tree_util.tree_structure(eqx.filter(mlp, eqx.is_array))
+    assert jax.tree_util.tree_structure(eqx.filter(grads, eqx.is_array)) == jax.tree_util.tree_structure(
+        eqx.filter(mlp, eqx.is_array)
+    )
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_array)))
 
 
@@ -232,16 +259,20 @@ def test_nnx_module_and_linen_apply_as_params():
 
     x = jnp.linspace(-1.0, 1.0, 4, dtype=jnp.float32)
     layer = nnx.Linear(4, 4, rngs=nnx.Rngs(0))
-    nnx_cell = lambda m, z, x: jnp.tanh(0.3 * m(z)) + x  # noqa: E731
+    nnx_cell = lambda m, z, x: jnp.tanh(0.3 * m(z)) + x
     grads = nnx.grad(lambda m: jnp.sum(ij.fixed_point(nnx_cell, m, x, tol=1e-6) ** 2))(layer)
-    reference = nnx.grad(lambda m: jnp.sum(ij.fixed_point(nnx_cell, m, x, tol=1e-6, backward="unroll", max_steps=100) ** 2))(layer)
+    reference = nnx.grad(lambda m: jnp.sum(ij.fixed_point(nnx_cell, m, x, tol=1e-6, backward="unroll", max_steps=100) ** 2))(
+        layer
+    )
     chex.assert_trees_all_close(grads, reference, atol=1e-4)
 
     dense = linen.Dense(4)
     variables = dense.init(jax.random.PRNGKey(0), x)
-    linen_cell = lambda v, z, x: jnp.tanh(0.3 * dense.apply(v, z)) + x  # noqa: E731
+    linen_cell = lambda v, z, x: jnp.tanh(0.3 * dense.apply(v, z)) + x
     grads = jax.grad(lambda v: jnp.sum(ij.fixed_point(linen_cell, v, x, tol=1e-6) ** 2))(variables)
-    reference = jax.grad(lambda v: jnp.sum(ij.fixed_point(linen_cell, v, x, tol=1e-6, backward="unroll", max_steps=100) ** 2))(variables)
+    reference = jax.grad(lambda v: jnp.sum(ij.fixed_point(linen_cell, v, x, tol=1e-6, backward="unroll", max_steps=100) ** 2))(
+        variables
+    )
     chex.assert_trees_all_close(grads, reference, atol=1e-4)
 
 

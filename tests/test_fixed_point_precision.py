@@ -24,7 +24,7 @@ def _cast(tree, dtype):
     return jax.tree_util.tree_map(lambda a: a.astype(dtype), tree)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _float32_reference(width):
     f, params, x, c = tanh_layer(d=width, batch=4, norm=NORM, x_scale=1.0, dtype=jnp.float32)
     z32 = ij.fixed_point(f, params, x, batched=True, tol=1e-6, max_steps=200)
@@ -57,11 +57,13 @@ def test_low_precision_matches_float32(solver, dtype, width):
 ESTIMATORS = ["implicit", "implicit_jvp", "shine", "jfb", "phantom_unroll", "phantom_neumann", "unroll"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _float32_gradient(backward):
     f, params, x, c = tanh_layer(d=64, batch=4, norm=NORM, x_scale=1.0, dtype=jnp.float32)
     solver = "broyden" if backward == "shine" else "anderson"
-    return jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, backward=backward, batched=True, tol=1e-5)))(params)
+    return jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, backward=backward, batched=True, tol=1e-5)))(
+        params
+    )
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -72,8 +74,11 @@ def test_every_estimator_in_low_precision_matches_its_float32_gradient(backward,
     p16, x16, c16 = _cast(params, dtype), x.astype(dtype), c.astype(dtype)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        grad = jax.grad(lambda p: jnp.sum(c16 * ij.fixed_point(f, p, x16, solver=solver, backward=backward, batched=True,
-                                                             tol=SENSIBLE_TOL[dtype])).astype(jnp.float32))(p16)
+        grad = jax.grad(
+            lambda p: jnp.sum(
+                c16 * ij.fixed_point(f, p, x16, solver=solver, backward=backward, batched=True, tol=SENSIBLE_TOL[dtype])
+            ).astype(jnp.float32)
+        )(p16)
     assert not [w for w in caught if "scatter" in str(w.message)], [str(w.message) for w in caught]  # no lossy float32 writes
     assert jax.tree_util.tree_leaves(grad)[0].dtype == jnp.dtype(dtype)
     assert float(tree_cosine(_cast(grad, jnp.float32), _float32_gradient(backward))) >= 0.99
@@ -85,10 +90,10 @@ def test_argmin_in_bfloat16_matches_the_float32_hypergradient():
 
     def inner(w, log_lam):
         residual = a.astype(w.dtype) @ w - b.astype(w.dtype)
-        return 0.5 * jnp.mean(residual ** 2) + 0.5 * jnp.exp(log_lam) * jnp.sum(w ** 2)
+        return 0.5 * jnp.mean(residual**2) + 0.5 * jnp.exp(log_lam) * jnp.sum(w**2)
 
     def hypergradient(dtype, tol):
-        outer = lambda lam: jnp.sum(ij.argmin(inner, lam.astype(dtype), jnp.zeros(16, dtype), tol=tol).astype(jnp.float32))  # noqa: E731
+        outer = lambda lam: jnp.sum(ij.argmin(inner, lam.astype(dtype), jnp.zeros(16, dtype), tol=tol).astype(jnp.float32))
         return float(jax.grad(outer)(jnp.array(-1.0, jnp.float32)))
 
     reference = hypergradient(jnp.float32, 1e-6)  # 0.1296
@@ -103,8 +108,11 @@ def test_gmres_adjoint_in_bfloat16_accumulates_in_float32():
     p16, x16, c16 = _cast(params, jnp.bfloat16), x.astype(jnp.bfloat16), c.astype(jnp.bfloat16)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        grad = jax.grad(lambda p: jnp.sum(c16 * ij.fixed_point(f, p, x16, backward=ij.Implicit(solver=ij.GMRES()), batched=True,
-                                                             tol=1e-2)).astype(jnp.float32))(p16)
+        grad = jax.grad(
+            lambda p: jnp.sum(
+                c16 * ij.fixed_point(f, p, x16, backward=ij.Implicit(solver=ij.GMRES()), batched=True, tol=1e-2)
+            ).astype(jnp.float32)
+        )(p16)
     assert not [w for w in caught if "scatter" in str(w.message)], [str(w.message) for w in caught]  # no lossy float32 writes
     assert jax.tree_util.tree_leaves(grad)[0].dtype == jnp.bfloat16
     assert float(tree_cosine(_cast(grad, jnp.float32), grad32)) >= 0.99
@@ -117,7 +125,7 @@ def test_accumulation_dtype_is_at_least_float32():
 
 def test_an_unreachable_tolerance_warns_at_trace_time_naming_the_dtype():
     # The warning comes from tracing, so jax.eval_shape shows it without compiling anything.
-    f = lambda p, z, x: jnp.tanh(0.5 * z + x)  # noqa: E731
+    f = lambda p, z, x: jnp.tanh(0.5 * z + x)
     x = jax.ShapeDtypeStruct((4,), jnp.bfloat16)
     with pytest.warns(UserWarning, match=r"tol=1e-05 is below what a bfloat16 state can resolve.*tol >= 0.01"):
         jax.eval_shape(lambda x: ij.fixed_point(f, (), x), x)

@@ -24,7 +24,11 @@ W_TANH = np.asarray(contraction(jax.random.PRNGKey(1), 6, 0.9))
 #: name -> (f(b, z), b, z0 shape); every map is written for any float dtype.
 PROBLEMS = {
     "linear": (lambda b, z: jnp.asarray(W_LINEAR, z.dtype) @ z + b, np.array([1.0, -2.0, 0.5, 3.0]), (4,)),
-    "non-contractive linear": (lambda b, z: z - (jnp.asarray(H, z.dtype) @ z - b), np.array([1.0, 2.0, 3.0]), (3,)),  # J eigenvalues -4..-5
+    "non-contractive linear": (
+        lambda b, z: z - (jnp.asarray(H, z.dtype) @ z - b),
+        np.array([1.0, 2.0, 3.0]),
+        (3,),
+    ),  # J eigenvalues -4..-5
     "rotation": (lambda b, z: jnp.asarray(ROTATION, z.dtype) @ z + b, np.array([1.0, 1.0]), (2,)),  # J eigenvalues +-0.95i
     "scalar affine": (lambda b, z: 0.5 * z + b, np.array(3.0), ()),
     "tanh layer": (lambda b, z: jnp.tanh(jnp.asarray(W_TANH, z.dtype) @ z + b), np.linspace(-1.0, 1.0, 6), (6,)),
@@ -39,7 +43,7 @@ def _reference(name):
     """``(z*, dz*/db, ||(I - J)^-1||)`` in float64 by Newton's method."""
     f, b, shape = PROBLEMS[name]
     b = jnp.asarray(b, jnp.float64)
-    flat = lambda z: jnp.ravel(f(b, z.reshape(shape)))  # noqa: E731
+    flat = lambda z: jnp.ravel(f(b, z.reshape(shape)))
     z = jnp.zeros(int(np.prod(shape)), jnp.float64)
     eye = jnp.eye(z.size)
     for _ in range(50):
@@ -60,8 +64,17 @@ def test_right_answer_or_a_flag(name, solver, backward, dtype, tol):
     eps = float(jnp.finfo(dtype).eps)
 
     def solve(b):
-        return ij.fixed_point(lambda b, z, x: f(b, z), b, (), z0=jnp.zeros(shape, dtype), solver=solver, backward=backward,
-                              tol=tol, max_steps=60, throw=True)
+        return ij.fixed_point(
+            lambda b, z, x: f(b, z),
+            b,
+            (),
+            z0=jnp.zeros(shape, dtype),
+            solver=solver,
+            backward=backward,
+            tol=tol,
+            max_steps=60,
+            throw=True,
+        )
 
     try:
         basis = jnp.eye(b.size, dtype=dtype).reshape((b.size,) + b.shape)
@@ -72,7 +85,7 @@ def test_right_answer_or_a_flag(name, solver, backward, dtype, tol):
             z, pull = jax.vjp(solve, b)
             jac = jax.vmap(lambda g: pull(g)[0])(jnp.eye(z.size, dtype=dtype).reshape((z.size,) + z.shape))
         jac = jax.block_until_ready(jac)
-    except Exception as error:  # noqa: BLE001 - the flag may arrive wrapped by the runtime
+    except Exception as error:
         assert "did not converge" in str(error), error
         assert (solver, name) in EXPECTED_FAILURES, f"{solver} unexpectedly flagged {name}: {error}"
         return
@@ -82,4 +95,6 @@ def test_right_answer_or_a_flag(name, solver, backward, dtype, tol):
     bound = 2 * inverse_norm * (tol + 100 * eps) * scale
     np.testing.assert_allclose(np.ravel(z), np.ravel(z_ref), atol=bound, rtol=0)
     jac_scale = max(1.0, float(np.abs(jac_ref).max()))
-    np.testing.assert_allclose(np.asarray(jac).reshape(jac_ref.shape), jac_ref, atol=10 * inverse_norm * (tol + 100 * eps) * jac_scale, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(jac).reshape(jac_ref.shape), jac_ref, atol=10 * inverse_norm * (tol + 100 * eps) * jac_scale, rtol=0
+    )

@@ -15,7 +15,8 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 @pytest.mark.parametrize("name", ["quickstart", "fashion_mnist_deq"])
 def test_notebook_runs(name, monkeypatch):
     if name == "fashion_mnist_deq" and not all(
-            os.path.exists(os.path.join(FASHION_MNIST_DIR, f)) for f in FASHION_MNIST_FILES.values()):
+        os.path.exists(os.path.join(FASHION_MNIST_DIR, f)) for f in FASHION_MNIST_FILES.values()
+    ):
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist; .ci/run does)")
     monkeypatch.setenv("IMPLICIT_JAX_SMALL", "1")
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)

@@ -68,7 +68,9 @@ def test_precomputed_products_and_refresh_match_full_products(update):
         new = qn.BROYDEN_UPDATES[update](inverse, s, y, hy=qn.matvec(inverse, y))
         reference = qn.BROYDEN_UPDATES[update](inverse, s, y)
         np.testing.assert_allclose(dense(new), dense(reference), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(qn.refresh_product(inverse, new, x, qn.matvec(inverse, x)), qn.matvec(new, x), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            qn.refresh_product(inverse, new, x, qn.matvec(inverse, x)), qn.matvec(new, x), rtol=1e-10, atol=1e-12
+        )
         inverse = new
 
 

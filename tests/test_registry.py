@@ -30,15 +30,26 @@ def test_an_int_is_a_float_and_solver_options_take_names():
     assert resolve_backward("implicit", {"solver": "broyden"}).solver == ij.Broyden()
 
 
-@pytest.mark.parametrize("name, options, message", [
-    ("phantom_unroll", {"kk": 3}, "backward 'phantom_unroll' has no option 'kk'. Options of 'phantom_unroll' (with defaults): k=5, damping=0.5."),
-    ("phantom_unroll", {"k": 2.5}, "k=2.5 has the wrong type (expected int)"),
-    ("phantom_unroll", {"k": True}, "k=True has the wrong type (expected int)"),
-    ("phantom_unroll", {"k": 0}, "PhantomUnroll(k=...) must be an integer >= 1, got 0. Options"),
-    ("shine", {"fallback": "yes"}, "fallback='yes' has the wrong type (expected bool)"),
-    ("implicit", {"fallback": "nope"}, "fallback='nope' has the wrong type (expected AbstractLinearSolver (or its name) or None)"),
-    ("implicit", {"solver": "nope"}, "unknown Implicit(solver='nope')"),
-])
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        (
+            "phantom_unroll",
+            {"kk": 3},
+            "backward 'phantom_unroll' has no option 'kk'. Options of 'phantom_unroll' (with defaults): k=5, damping=0.5.",
+        ),
+        ("phantom_unroll", {"k": 2.5}, "k=2.5 has the wrong type (expected int)"),
+        ("phantom_unroll", {"k": True}, "k=True has the wrong type (expected int)"),
+        ("phantom_unroll", {"k": 0}, "PhantomUnroll(k=...) must be an integer >= 1, got 0. Options"),
+        ("shine", {"fallback": "yes"}, "fallback='yes' has the wrong type (expected bool)"),
+        (
+            "implicit",
+            {"fallback": "nope"},
+            "fallback='nope' has the wrong type (expected AbstractLinearSolver (or its name) or None)",
+        ),
+        ("implicit", {"solver": "nope"}, "unknown Implicit(solver='nope')"),
+    ],
+)
 def test_bad_options_name_the_option_and_list_the_valid_ones(name, options, message):
     with pytest.raises(ValueError) as error:
         resolve_backward(name, options)

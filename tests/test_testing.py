@@ -19,7 +19,9 @@ def test_linear_closed_form_solves_the_fixed_point_and_matches_autodiff():
     z, grads, dx = linear_closed_form(params, x, c, u)
     chex.assert_trees_all_close(f(params, z, x), z, atol=1e-12)
     solve = lambda p, x: jnp.linalg.solve(jnp.eye(6) - p["W"], p["U"] @ x + p["b"])
-    chex.assert_trees_all_close(jax.grad(lambda p, x: jnp.sum(c * solve(p, x)), argnums=(0, 1))(params, x), (grads, dx), atol=1e-10)
+    chex.assert_trees_all_close(
+        jax.grad(lambda p, x: jnp.sum(c * solve(p, x)), argnums=(0, 1))(params, x), (grads, dx), atol=1e-10
+    )
 
 
 def test_dense_implicit_grad_matches_a_linear_closed_form():
@@ -30,6 +32,6 @@ def test_dense_implicit_grad_matches_a_linear_closed_form():
 
 
 def test_tanh_layer_shapes_and_cosine():
-    f, params, x, c = tanh_layer(d=8, batch=3, dtype=jnp.float32)
+    f, params, x, _c = tanh_layer(d=8, batch=3, dtype=jnp.float32)
     assert f(params, jnp.zeros_like(x), x).shape == (3, 8) and x.dtype == jnp.float32
     assert tree_cosine({"a": jnp.ones(3)}, {"a": 2 * jnp.ones(3)}) > 0.999999

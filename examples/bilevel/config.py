@@ -13,7 +13,8 @@ stands for), e.g. ``"implicit:max_steps=100,shine:opa_every=5,neumann:k=20:step_
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 

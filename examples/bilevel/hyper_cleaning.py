@@ -38,22 +38,35 @@ def corrupt_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: 
     """Replace ``fraction`` of the labels by a uniformly drawn *different* class."""
     rng = np.random.default_rng(seed)
     corrupted = np.zeros(len(labels), bool)
-    corrupted[rng.permutation(len(labels))[: int(round(fraction * len(labels)))]] = True
+    corrupted[rng.permutation(len(labels))[: round(fraction * len(labels))]] = True
     shift = rng.integers(1, num_classes, size=len(labels))
     return np.where(corrupted, (labels + shift) % num_classes, labels).astype(np.int32), corrupted
 
 
-def fashion_mnist_cleaning(num_train: int = 5000, num_val: int = 5000, num_test: int = 10000, fraction: float = 0.5,
-                           seed: int = 0, data_dir: str | None = None) -> CleaningData:
+def fashion_mnist_cleaning(
+    num_train: int = 5000,
+    num_val: int = 5000,
+    num_test: int = 10000,
+    fraction: float = 0.5,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> CleaningData:
     from implicit_jax.train.data import fashion_mnist
 
     data = fashion_mnist(data_dir)
     order = np.random.default_rng(seed).permutation(len(data.train_labels))
-    flat = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
+    flat = lambda a: a.reshape(a.shape[0], -1)
     train, val = order[:num_train], order[num_train : num_train + num_val]
     y_noisy, corrupted = corrupt_labels(data.train_labels[train], fraction, 10, seed)
-    return CleaningData(flat(data.train_images[train]), y_noisy, corrupted, flat(data.train_images[val]),
-                        data.train_labels[val], flat(data.test_images[:num_test]), data.test_labels[:num_test])
+    return CleaningData(
+        flat(data.train_images[train]),
+        y_noisy,
+        corrupted,
+        flat(data.train_images[val]),
+        data.train_labels[val],
+        flat(data.test_images[:num_test]),
+        data.test_labels[:num_test],
+    )
 
 
 def _logits(w, x):
@@ -84,15 +97,27 @@ def flagging_scores(a: np.ndarray, corrupted: np.ndarray) -> dict:
     tp = np.sum(flagged & corrupted)
     precision = tp / max(flagged.sum(), 1)
     recall = tp / max(corrupted.sum(), 1)
-    return {"precision": float(precision), "recall": float(recall), "f1": float(2 * precision * recall / max(precision + recall, 1e-12)),
-            "flagged": int(flagged.sum())}
+    return {
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(2 * precision * recall / max(precision + recall, 1e-12)),
+        "flagged": int(flagged.sum()),
+    }
 
 
-def run(data: CleaningData, backward="implicit", *, outer_steps: int = 60, learning_rate: float = 1.0, l2: float = 1e-3,
-        inner_tol: float = 1e-4, inner_max_steps: int = 200) -> dict:
+def run(
+    data: CleaningData,
+    backward="implicit",
+    *,
+    outer_steps: int = 60,
+    learning_rate: float = 1.0,
+    l2: float = 1e-3,
+    inner_tol: float = 1e-4,
+    inner_max_steps: int = 200,
+) -> dict:
     """Adam on the per-example logits ``a`` (from 0: every weight 1/2); returns flagging scores and accuracies."""
     g = inner_objective(data, l2)
-    val = lambda w: mean_loss(w, data.x_val, data.y_val)  # noqa: E731
+    val = lambda w: mean_loss(w, data.x_val, data.y_val)
     num_features = data.x_train.shape[1]
     optimizer = optax.adam(learning_rate)
 
@@ -110,7 +135,9 @@ def run(data: CleaningData, backward="implicit", *, outer_steps: int = 60, learn
     w = jnp.zeros((num_features + 1, 10), jnp.float32)
     opt_state = optimizer.init(a)
     baseline = argmin(g, jnp.full_like(a, 20.0), w, tol=inner_tol, stop_mode="abs", max_steps=inner_max_steps)  # all weights 1
-    oracle = argmin(g, jnp.where(jnp.asarray(data.corrupted), -20.0, 20.0), w, tol=inner_tol, stop_mode="abs", max_steps=inner_max_steps)
+    oracle = argmin(
+        g, jnp.where(jnp.asarray(data.corrupted), -20.0, 20.0), w, tol=inner_tol, stop_mode="abs", max_steps=inner_max_steps
+    )
     jax.block_until_ready(step(a, w, opt_state))
     curve, start = [], time.perf_counter()
     for _ in range(outer_steps):

@@ -46,7 +46,7 @@ def _with_bias(x: np.ndarray) -> np.ndarray:
 
 def _finish(name, x, y, train_idx, val_idx, test_idx, x_test=None, y_test=None) -> Split:
     mean, std = x[train_idx].mean(0), x[train_idx].std(0) + 1e-6
-    norm = lambda a: _with_bias(((a - mean) / std).astype(np.float32))  # noqa: E731
+    norm = lambda a: _with_bias(((a - mean) / std).astype(np.float32))
     y = np.where(y > 0, 1.0, -1.0).astype(np.float32)
     if x_test is None:
         x_test, y_test = x[test_idx], y[test_idx]
@@ -67,11 +67,14 @@ def breast_cancer(seed: int = 0) -> Split:
     return _finish("breast_cancer", bunch.data.astype(np.float64), bunch.target, train, val, test)
 
 
-def fashion_mnist_pair(num_train: int = 2000, num_val: int = 2000, data_dir: str | None = None, classes=FASHION_MNIST_CLASSES) -> Split:
+def fashion_mnist_pair(
+    num_train: int = 2000, num_val: int = 2000, data_dir: str | None = None, classes=FASHION_MNIST_CLASSES
+) -> Split:
     """Two Fashion-MNIST classes, 784 pixel features: train/validation from the training set, test from its test set."""
     from implicit_jax.train.data import fashion_mnist
 
     data = fashion_mnist(data_dir)
+
     def pick(images, labels):
         keep = np.isin(labels, classes)
         return images[keep].reshape(keep.sum(), -1).astype(np.float64), (labels[keep] == classes[1]).astype(np.int64)
@@ -124,8 +127,18 @@ def make_outer_step(split: Split, backward, *, learning_rate: float, inner_tol: 
     optimizer = optax.adam(learning_rate)
 
     def hyper_loss(log_lam, w_prev):
-        w, info = argmin(g, log_lam, w_prev, solver=solver, backward=backward, tol=inner_tol, stop_mode="abs",
-                         max_steps=inner_max_steps, outer_loss=val, return_info=True)
+        w, info = argmin(
+            g,
+            log_lam,
+            w_prev,
+            solver=solver,
+            backward=backward,
+            tol=inner_tol,
+            stop_mode="abs",
+            max_steps=inner_max_steps,
+            outer_loss=val,
+            return_info=True,
+        )
         return val(w), (w, info.steps)
 
     @jax.jit
@@ -137,12 +150,23 @@ def make_outer_step(split: Split, backward, *, learning_rate: float, inner_tol: 
     return step, optimizer
 
 
-def run_hyperopt(split: Split, backward, *, per_feature: bool = False, outer_steps: int = 50, learning_rate: float = 0.2,
-                 init_log_lam: float = -2.0, inner_tol: float = 1e-5, inner_max_steps: int = 300, label: str | None = None,
-                 solver="lbfgs") -> Trace:
+def run_hyperopt(
+    split: Split,
+    backward,
+    *,
+    per_feature: bool = False,
+    outer_steps: int = 50,
+    learning_rate: float = 0.2,
+    init_log_lam: float = -2.0,
+    inner_tol: float = 1e-5,
+    inner_max_steps: int = 300,
+    label: str | None = None,
+    solver="lbfgs",
+) -> Trace:
     """Adam on the log-strengths for ``outer_steps`` steps; compilation is done (and discarded) before timing."""
-    step, optimizer = make_outer_step(split, backward, learning_rate=learning_rate, inner_tol=inner_tol,
-                                      inner_max_steps=inner_max_steps, solver=solver)
+    step, optimizer = make_outer_step(
+        split, backward, learning_rate=learning_rate, inner_tol=inner_tol, inner_max_steps=inner_max_steps, solver=solver
+    )
     shape = (split.num_features,) if per_feature else ()
     log_lam = jnp.full(shape, init_log_lam, jnp.float32)
     w = jnp.zeros(split.x_train.shape[1], jnp.float32)
@@ -179,7 +203,12 @@ def sklearn_grid_search(split: Split, log_lams: np.ndarray) -> dict:
         model.fit(split.x_train[:, :-1], split.y_train)
         losses.append(sk_log_loss(split.y_val, model.predict_proba(split.x_val[:, :-1]), labels=[-1.0, 1.0]))
     best = int(np.argmin(losses))
-    return {"log_lams": np.asarray(log_lams).tolist(), "val_loss": losses, "best_log_lam": float(log_lams[best]), "best_val_loss": float(losses[best])}
+    return {
+        "log_lams": np.asarray(log_lams).tolist(),
+        "val_loss": losses,
+        "best_log_lam": float(log_lams[best]),
+        "best_val_loss": float(losses[best]),
+    }
 
 
 def time_to_tolerance(trace: Trace, target: float) -> float | None:

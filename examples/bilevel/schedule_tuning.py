@@ -14,6 +14,7 @@ comes from :func:`implicit_jax.unrolled_hypergradient` with ``"reverse"``, ``"fd
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import NamedTuple
 
@@ -47,14 +48,14 @@ def digits_split(seed: int = 0) -> DigitsSplit:
     train, rest = train_test_split(idx, train_size=1000, random_state=seed, stratify=bunch.target)
     val, test = train_test_split(rest, test_size=400, random_state=seed, stratify=bunch.target[rest])
     mean, std = x[train].mean(0), x[train].std(0) + 0.1
-    norm = lambda a: ((a - mean) / std).astype(np.float32)  # noqa: E731
+    norm = lambda a: ((a - mean) / std).astype(np.float32)
     y = bunch.target.astype(np.int32)
     return DigitsSplit(norm(x[train]), y[train], norm(x[val]), y[val], norm(x[test]), y[test])
 
 
 def init_mlp(key: jax.Array, sizes=(64, 32, 10)) -> list:
     params = []
-    for k, (n_in, n_out) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
+    for k, (n_in, n_out) in zip(jax.random.split(key, len(sizes) - 1), itertools.pairwise(sizes)):
         params.append((jax.random.normal(k, (n_in, n_out)) / np.sqrt(n_in), jnp.zeros(n_out)))
     return params
 
@@ -76,8 +77,12 @@ def accuracy(params, x, y):
 
 def initial_hparams(num_values: int, lr: float = 0.05, momentum: float = 0.5, weight_decay: float = 1e-4) -> dict:
     """Constant schedules: ``log_lr``, ``momentum_logit`` and ``log_wd`` of shape ``(num_values,)``."""
-    full = lambda v: jnp.full((num_values,), v, jnp.float32)  # noqa: E731
-    return {"log_lr": full(np.log(lr)), "momentum_logit": full(np.log(momentum / (1 - momentum))), "log_wd": full(np.log(weight_decay))}
+    full = lambda v: jnp.full((num_values,), v, jnp.float32)
+    return {
+        "log_lr": full(np.log(lr)),
+        "momentum_logit": full(np.log(momentum / (1 - momentum))),
+        "log_wd": full(np.log(weight_decay)),
+    }
 
 
 def make_problem(split: DigitsSplit, num_steps: int, seed: int = 0):
@@ -124,7 +129,7 @@ def peak_temp_bytes(split: DigitsSplit, num_steps: int, method, num_values: int)
 
 def evaluate(split: DigitsSplit, num_steps: int, h) -> dict:
     """Train with schedule ``h`` for ``num_steps`` and report validation/test loss and accuracy."""
-    step, outer_loss, state0 = make_problem(split, num_steps)
+    step, _outer_loss, state0 = make_problem(split, num_steps)
 
     @jax.jit
     def train(h):
@@ -143,7 +148,16 @@ def evaluate(split: DigitsSplit, num_steps: int, h) -> dict:
     }
 
 
-def tune(split: DigitsSplit, num_steps: int, method, *, num_values: int = 10, outer_steps: int = 20, learning_rate: float = 0.1, seed: int = 0) -> dict:
+def tune(
+    split: DigitsSplit,
+    num_steps: int,
+    method,
+    *,
+    num_values: int = 10,
+    outer_steps: int = 20,
+    learning_rate: float = 0.1,
+    seed: int = 0,
+) -> dict:
     """Adam on the schedules; returns the outer-loss curve, seconds per hypergradient and the tuned schedule's results."""
     fn = hypergradient_fn(split, num_steps, method)
     h = initial_hparams(num_values)
@@ -160,8 +174,11 @@ def tune(split: DigitsSplit, num_steps: int, method, *, num_values: int = 10, ou
         curve.append(float(value))
         updates, opt_state = optimizer.update(grad, opt_state)
         h = optax.apply_updates(h, updates)
-    result = {"val_loss_curve": curve, "seconds_per_hypergradient": seconds / outer_steps,
-              "schedule": {k: np.asarray(v).tolist() for k, v in h.items()}}
+    result = {
+        "val_loss_curve": curve,
+        "seconds_per_hypergradient": seconds / outer_steps,
+        "schedule": {k: np.asarray(v).tolist() for k, v in h.items()},
+    }
     result.update({f"tuned_{k}": v for k, v in evaluate(split, num_steps, h).items()})
     result.update({f"initial_{k}": v for k, v in evaluate(split, num_steps, initial_hparams(num_values)).items()})
     return result

@@ -24,6 +24,10 @@ from implicit_jax.bilevel.unrolled_methods import (
 
 __all__ = [
     "ARGMIN_BACKWARDS",
+    "FDS",
+    "FG2U",
+    "MINIMIZERS",
+    "UNROLLED_METHODS",
     "AbstractArgminBackward",
     "AbstractUnrolledMethod",
     "ArgminImplicit",
@@ -31,12 +35,8 @@ __all__ = [
     "ArgminNeumann",
     "ArgminShine",
     "ArgminUnroll",
-    "FDS",
-    "FG2U",
-    "MINIMIZERS",
     "Reverse",
     "Truncated",
-    "UNROLLED_METHODS",
     "argmin",
     "resolve_argmin_backward",
     "resolve_method",

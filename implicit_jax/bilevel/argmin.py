@@ -7,7 +7,8 @@ and gives :math:`w^\star` the hypergradient that ``backward`` names (see
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ from implicit_jax.adjoint import BackwardInfo
 from implicit_jax.bilevel.argmin_estimators import ARGMIN_BACKWARDS, AbstractArgminBackward, ArgminProblem
 from implicit_jax.errors import raise_if_argmin_not_converged
 from implicit_jax.solvers.minimizers import LBFGS, AbstractMinimizer, OptaxMinimizer
-from implicit_jax.solvers.stopping import StopCriterion
+from implicit_jax.solvers.stopping import StopCriterion, StopMode
 
 PyTree = Any
 
@@ -33,12 +34,26 @@ def resolve_minimizer(solver, options: Mapping[str, Any] | None = None) -> Abstr
     """A name (with ``options``), a configured minimiser or an Optax optimizer -> configured minimiser."""
     if isinstance(solver, optax.GradientTransformation) and not options:
         return OptaxMinimizer(solver)
-    return resolve(solver, MINIMIZERS, AbstractMinimizer, "argmin solver", "LBFGS(memory=60), OptaxMinimizer(optax.adam(1e-2)) or an optax optimizer", options)
+    return resolve(
+        solver,
+        MINIMIZERS,
+        AbstractMinimizer,
+        "argmin solver",
+        "LBFGS(memory=60), OptaxMinimizer(optax.adam(1e-2)) or an optax optimizer",
+        options,
+    )
 
 
 def resolve_argmin_backward(backward, options: Mapping[str, Any] | None = None) -> AbstractArgminBackward:
     """An argmin backward name (with ``options``, e.g. ``{"k": 50}``) or configured object -> configured object."""
-    return resolve(backward, ARGMIN_BACKWARDS, AbstractArgminBackward, "argmin backward", "ArgminShine(opa_every=5) or ArgminNeumann(k=50, step_size=0.1)", options)
+    return resolve(
+        backward,
+        ARGMIN_BACKWARDS,
+        AbstractArgminBackward,
+        "argmin backward",
+        "ArgminShine(opa_every=5) or ArgminNeumann(k=50, step_size=0.1)",
+        options,
+    )
 
 
 def _check_objective(g, w0, hparams) -> None:
@@ -53,7 +68,9 @@ def _check_inputs(w0, hparams) -> None:
             raise ValueError("argmin needs w0 with at least one array leaf (the inner variables).")
         for leaf in leaves:
             if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
-                raise TypeError(f"argmin does not support complex {what} (got dtype {jnp.result_type(leaf)}). {_flat.COMPLEX_ADVICE}")
+                raise TypeError(
+                    f"argmin does not support complex {what} (got dtype {jnp.result_type(leaf)}). {_flat.COMPLEX_ADVICE}"
+                )
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
                 raise TypeError(
                     f"argmin differentiates with respect to {what}, so its leaves must be floating point; "
@@ -70,7 +87,7 @@ def argmin(
     backward: str | AbstractArgminBackward = "implicit",
     tol: float = 1e-6,
     max_steps: int = 500,
-    stop_mode: str = "rel",
+    stop_mode: StopMode = "rel",
     atol: float = 0.0,
     outer_loss: Callable[[PyTree], jax.Array] | None = None,
     throw: bool = False,
@@ -108,20 +125,22 @@ def argmin(
     backward = resolve_argmin_backward(backward)
     criterion = StopCriterion(tol=tol, max_steps=max_steps, stop_mode=stop_mode, throw=throw, atol=atol)
     if _partition.has_static_leaves(w0):
-        raise TypeError(f"argmin's w0 must hold only arrays; it has leaves of type {_partition.static_leaf_types(w0)}. "
-                        "Keep functions and other static values in hparams or in g's closure.")
+        raise TypeError(
+            f"argmin's w0 must hold only arrays; it has leaves of type {_partition.static_leaf_types(w0)}. "
+            "Keep functions and other static values in hparams or in g's closure."
+        )
     if _partition.has_static_leaves(hparams):  # e.g. an Equinox module: its non-array leaves ride along in g
         hparams, static = _partition.partition(hparams)
         user_g = g
-        g = lambda w, h: user_g(w, _partition.combine(h, static))  # noqa: E731
+        g = lambda w, h: user_g(w, _partition.combine(h, static))
     _check_inputs(w0, hparams)
     _check_objective(g, w0, hparams)
     w0_flat, unravel = ravel_pytree(w0)
 
     converted, consts = jax.closure_convert(g, w0, hparams)
-    objective = lambda w, theta: converted(unravel(w), theta[0], *theta[1])  # noqa: E731
+    objective = lambda w, theta: converted(unravel(w), theta[0], *theta[1])
 
-    outer, outer_consts = None, []
+    outer, outer_consts = None, []  # type: ignore[var-annotated]
     if backward.outer_awareness():
         if outer_loss is None:
             raise ValueError(f"{backward!r} uses outer-problem awareness, so argmin needs outer_loss=F (F(w) -> scalar).")

@@ -16,7 +16,8 @@ method            estimate                                     memory           
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,14 @@ PyTree = Any
 
 def resolve_method(method, options: Mapping[str, Any] | None = None) -> AbstractUnrolledMethod:
     """An unrolled-hypergradient method name (with ``options``, e.g. ``{"num_directions": 8}``) or configured object."""
-    return resolve(method, UNROLLED_METHODS, AbstractUnrolledMethod, "method", "Truncated(k=20), FDS(chunk_size=4) or FG2U(num_directions=8)", options)
+    return resolve(
+        method,
+        UNROLLED_METHODS,
+        AbstractUnrolledMethod,
+        "method",
+        "Truncated(k=20), FDS(chunk_size=4) or FG2U(num_directions=8)",
+        options,
+    )
 
 
 def _check(step, outer_loss, hparams, state0, num_steps) -> None:
@@ -121,4 +129,6 @@ def _on_array_leaves(step, outer_loss, hparams, state0):
     return array_step, array_loss, h_arrays, s_arrays, h_static.treedef
 
 
-__getattr__ = moved_names(__name__, {"Reverse": "implicit_jax.bilevel.unrolled_methods", "Truncated": "implicit_jax.bilevel.unrolled_methods"})
+__getattr__ = moved_names(
+    __name__, {"Reverse": "implicit_jax.bilevel.unrolled_methods", "Truncated": "implicit_jax.bilevel.unrolled_methods"}
+)

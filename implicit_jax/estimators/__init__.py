@@ -1,8 +1,9 @@
 """Backward estimators for fixed points: one module and one ``jax.custom_vjp`` (or ``custom_jvp``) per mode."""
 
-from implicit_jax import _deprecated
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from implicit_jax import _deprecated
 from implicit_jax._registry import resolve
 from implicit_jax.adjoint import BackwardInfo, backward_tap
 from implicit_jax.estimators.base import AbstractBackward, FixedPointContext, FixedPointProblem
@@ -34,20 +35,23 @@ def resolve_backward(backward, options: Mapping[str, Any] | None = None) -> Abst
     name (``{"solver": "gmres"}``, ``{"fallback": "cg"}`` or ``{"fallback": None}``).
     """
     example = "PhantomUnroll(k=5, damping=0.5), Shine(fallback=True) or Implicit(solver=GMRES(restart=20))"
-    converters = {AbstractLinearSolver: resolve_linear_solver, AbstractFixedPointSolver: resolve_solver}
+    converters: dict[type, Callable[..., Any]] = {
+        AbstractLinearSolver: resolve_linear_solver,
+        AbstractFixedPointSolver: resolve_solver,
+    }
     return resolve(backward, BACKWARDS, AbstractBackward, "backward", example, options, converters)
 
 
 __all__ = [
     "ADJOINT_SOLVERS",
-    "AbstractBackward",
     "BACKWARDS",
+    "JFB",
+    "AbstractBackward",
     "BackwardInfo",
     "FixedPointContext",
     "FixedPointProblem",
     "Implicit",
     "ImplicitJVP",
-    "JFB",
     "LinearSolveOptions",
     "PhantomNeumann",
     "PhantomUnroll",

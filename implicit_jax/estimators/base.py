@@ -15,7 +15,8 @@ unrolled gradient, of producing :math:`\bar\theta` directly). The fixed point is
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
@@ -44,7 +45,7 @@ class FixedPointProblem(NamedTuple):
         params, x = inputs
         return iterate(solver, self.flat_fn(params, x), z0, criterion, unrolled=unrolled)
 
-    def backward_context(self, solver, criterion, inputs, z, state, want_info) -> "FixedPointContext":
+    def backward_context(self, solver, criterion, inputs, z, state, want_info) -> FixedPointContext:
         return FixedPointContext(self, solver, criterion, inputs, z, state, want_info)
 
 
@@ -99,7 +100,7 @@ class AbstractBackward(abc.ABC):
     #: name used in error messages and in ``fixed_point(backward=<name>)``.
     name: str = ""
 
-    def check_solver(self, solver: AbstractFixedPointSolver) -> None:
+    def check_solver(self, solver: AbstractFixedPointSolver) -> None:  # noqa: B027 (optional hook; default: any solver)
         """Raise if this estimator cannot run with ``solver`` (default: any solver works)."""
 
     @abc.abstractmethod

@@ -72,26 +72,36 @@ class LinearSolveOptions:
     tol: float | None = None
     max_steps: int | None = None
     gmres_restart: int | None = None
-    fallback: AbstractLinearSolver | None = GMRES()
+    fallback: AbstractLinearSolver | None = GMRES()  # noqa: RUF009 (a frozen dataclass: one shared default is safe)
 
     def __post_init__(self):
         kind = type(self).__name__
         solver = self.solver
         if isinstance(solver, str):
             if solver not in ADJOINT_SOLVERS:
-                raise ValueError(f"unknown {kind}(solver={solver!r}); valid names are {list(ADJOINT_SOLVERS)}, or a configured solver object such as GMRES(restart=20).")
+                raise ValueError(
+                    f"unknown {kind}(solver={solver!r}); valid names are {list(ADJOINT_SOLVERS)}, or a configured solver object such as GMRES(restart=20)."
+                )
             solver = GMRES() if solver == "gmres" else resolve_solver(solver)
         if not isinstance(solver, (AbstractFixedPointSolver, AbstractLinearSolver)):
-            raise TypeError(f"{kind}(solver=...) takes a name in {list(ADJOINT_SOLVERS)}, a fixed-point solver or a linear solver object, got {solver!r}.")
+            raise TypeError(
+                f"{kind}(solver=...) takes a name in {list(ADJOINT_SOLVERS)}, a fixed-point solver or a linear solver object, got {solver!r}."
+            )
         if self.gmres_restart is not None:
-            warnings.warn(f"{kind}(gmres_restart=...) is deprecated; pass solver=GMRES(restart={self.gmres_restart!r}).", DeprecationWarning, stacklevel=3)
+            warnings.warn(
+                f"{kind}(gmres_restart=...) is deprecated; pass solver=GMRES(restart={self.gmres_restart!r}).",
+                DeprecationWarning,
+                stacklevel=3,
+            )
             if not isinstance(solver, GMRES):
                 raise ValueError(f"{kind}(gmres_restart=...) applies to the GMRES solver only, got solver={self.solver!r}.")
             solver = GMRES(restart=self.gmres_restart)
             object.__setattr__(self, "gmres_restart", None)
         object.__setattr__(self, "solver", solver)
         if self.fallback is not None and not isinstance(self.fallback, AbstractLinearSolver):
-            raise TypeError(f"{kind}(fallback=...) takes a linear solver object such as GMRES(restart=20), or None; got {self.fallback!r}.")
+            raise TypeError(
+                f"{kind}(fallback=...) takes a linear solver object such as GMRES(restart=20), or None; got {self.fallback!r}."
+            )
         if self.tol is not None and not self.tol >= 0:
             raise ValueError(f"{kind}(tol=...) must be >= 0, got {self.tol!r}.")
         if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 1):
@@ -107,7 +117,9 @@ class LinearSolveOptions:
         )
 
 
-def solve_linear_fixed_point(config: LinearSolveOptions, apply_a, b: jax.Array, criterion: StopCriterion) -> tuple[jax.Array, BackwardInfo]:
+def solve_linear_fixed_point(
+    config: LinearSolveOptions, apply_a, b: jax.Array, criterion: StopCriterion
+) -> tuple[jax.Array, BackwardInfo]:
     r"""Solve :math:`u = A u + b` (``apply_a`` applies the linear map :math:`A`), per sample, warm-started at :math:`u_0 = b`.
 
     A fixed-point solver iterates the map itself; a linear solver solves :math:`(I - A) u = b`
@@ -115,20 +127,23 @@ def solve_linear_fixed_point(config: LinearSolveOptions, apply_a, b: jax.Array, 
     Samples that a fixed-point solver leaves unconverged are re-solved by ``config.fallback``
     (:func:`rescue_unconverged`).
     """
+
     def residual_map(v):
         return v - apply_a(v)
 
     if isinstance(config.solver, AbstractLinearSolver):
         u, solver_info = config.solver.solve(residual_map, b, b, criterion)
         return u, solver_backward_info(solver_info, b.dtype)
+    assert isinstance(config.solver, AbstractFixedPointSolver)  # names are resolved in __post_init__
     u, solver_info, _ = iterate(config.solver, lambda u: apply_a(u) + b, b, criterion)
     if config.fallback is None:
         return u, solver_backward_info(solver_info, b.dtype)
     return rescue_unconverged(config.fallback, residual_map, b, u, solver_info, criterion)
 
 
-def rescue_unconverged(fallback: AbstractLinearSolver, matvec, b: jax.Array, u: jax.Array, info: SolverInfo,
-                       criterion: StopCriterion) -> tuple[jax.Array, BackwardInfo]:
+def rescue_unconverged(
+    fallback: AbstractLinearSolver, matvec, b: jax.Array, u: jax.Array, info: SolverInfo, criterion: StopCriterion
+) -> tuple[jax.Array, BackwardInfo]:
     """Re-solve ``matvec(u) = b`` with ``fallback`` for the rows where ``info.converged`` is false.
 
     Runs only when some row failed (``lax.cond``; under ``vmap`` both branches run, and the
@@ -140,9 +155,14 @@ def rescue_unconverged(fallback: AbstractLinearSolver, matvec, b: jax.Array, u: 
 
     def rescue(u):
         v, rescued = fallback.solve(matvec, b, jnp.where(failed[:, None], b, u), criterion)
-        pick = lambda new, old: jnp.where(failed, new, old)  # noqa: E731
-        return (jnp.where(failed[:, None], v, u), info.steps + rescued.steps, pick(rescued.abs_residual, info.abs_residual),
-                pick(rescued.rel_residual, info.rel_residual), pick(rescued.converged, info.converged))
+        pick = lambda new, old: jnp.where(failed, new, old)
+        return (
+            jnp.where(failed[:, None], v, u),
+            info.steps + rescued.steps,
+            pick(rescued.abs_residual, info.abs_residual),
+            pick(rescued.rel_residual, info.rel_residual),
+            pick(rescued.converged, info.converged),
+        )
 
     def keep(u):
         return u, info.steps, info.abs_residual, info.rel_residual, info.converged
@@ -152,7 +172,7 @@ def rescue_unconverged(fallback: AbstractLinearSolver, matvec, b: jax.Array, u: 
     return u, solver_backward_info(merged, b.dtype, fallback_fraction=jnp.mean(failed.astype(b.dtype)))
 
 
-def implicit_rule(config: "Implicit", ctx, g):
+def implicit_rule(config: Implicit, ctx, g):
     r""":math:`u = (I - J^\top)^{-1} g` by the configured solver, then :math:`(\partial f/\partial(\theta, x))^\top u`."""
     jvp_t, pull = ctx.linearize()
     u, info = solve_linear_fixed_point(config, jvp_t, g, config.adjoint_criterion(ctx.criterion))

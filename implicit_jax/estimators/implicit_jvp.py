@@ -96,6 +96,8 @@ class ImplicitJVP(LinearSolveOptions, AbstractBackward):
 
     def solve(self, problem, solver, criterion, inputs, z0, tap):
         if tap is not None:
-            raise ValueError("backward='implicit_jvp' does not report through backward_tap (its adjoint solve is "
-                             "derived by JAX's transposition); use backward='implicit' to read a BackwardInfo.")
+            raise ValueError(
+                "backward='implicit_jvp' does not report through backward_tap (its adjoint solve is "
+                "derived by JAX's transposition); use backward='implicit' to read a BackwardInfo."
+            )
         return implicit_jvp_fixed_point(self, problem, solver, criterion, inputs, z0)

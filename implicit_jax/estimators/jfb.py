@@ -14,7 +14,7 @@ from implicit_jax.adjoint import custom_root
 from implicit_jax.estimators.base import AbstractBackward
 
 
-def jfb_rule(config: "JFB", ctx, g):
+def jfb_rule(config: JFB, ctx, g):
     """Eq. 11: :math:`u = g`, one VJP."""
     jvp_t, pull = ctx.linearize()
     return pull(g), ctx.info_without_solve(jvp_t, g, g)

@@ -42,7 +42,7 @@ class _PhantomConfig(AbstractBackward):
         return self.damping * fn(z) + (1.0 - self.damping) * z
 
 
-def phantom_unroll_rule(config: "PhantomUnroll", ctx, g):
+def phantom_unroll_rule(config: PhantomUnroll, ctx, g):
     """Eq. 16: backprop through ``k`` damped steps from the stopped fixed point."""
 
     def unrolled(params, x):
@@ -53,7 +53,7 @@ def phantom_unroll_rule(config: "PhantomUnroll", ctx, g):
     return vjp(g), ctx.info_without_solve(None, None, g, steps=config.k)
 
 
-def phantom_neumann_rule(config: "PhantomNeumann", ctx, g):
+def phantom_neumann_rule(config: PhantomNeumann, ctx, g):
     r"""Eq. 17: :math:`u = \lambda \sum_{s<k} (B^\top)^s g`, then one VJP."""
     jvp_t, pull = ctx.linearize()
 

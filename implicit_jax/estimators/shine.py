@@ -32,7 +32,7 @@ from implicit_jax.estimators.base import AbstractBackward
 from implicit_jax.solvers import StopCriterion, iterate
 
 
-def shine_rule(config: "Shine", ctx, g):
+def shine_rule(config: Shine, ctx, g):
     """Eq. 4: :math:`u = -H^\\top g` from the forward solver's estimate, then the fallback and refine options."""
     u = -ctx.solver.inverse_transpose_product(ctx.solver_state, g)
     fell_back = jnp.zeros(g.shape[:1], bool)

@@ -117,7 +117,11 @@ def _replay_bwd(problem, solver, criterion, residuals, cotangents):
         ct, d_inputs = acc
         carry_t = jax.tree_util.tree_map(lambda h: h[final.steps - 1 - i], history)
         floats, others = _split(carry_t)
-        _, vjp = jax.vjp(lambda fl_in, fl: _split(iteration_step(solver, fn_of(fl_in), criterion, _merge(final, fl, others)))[0], input_floats, floats)
+        _, vjp = jax.vjp(
+            lambda fl_in, fl: _split(iteration_step(solver, fn_of(fl_in), criterion, _merge(final, fl, others)))[0],
+            input_floats,
+            floats,
+        )
         d, ct = vjp(ct)
         return ct, [a + b for a, b in zip(d_inputs, d)]
 

@@ -49,8 +49,7 @@ def _kernel_cotangent(x: jax.Array, cotangent: jax.Array, kernel_shape: tuple[in
     pad_h, pad_w = height // 2, width // 2
     padded = jnp.pad(x, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
     rows, cols = x.shape[1], x.shape[2]
-    patches = jnp.concatenate([padded[:, a:a + rows, b:b + cols, :] for a in range(height) for b in range(width)],
-                              axis=-1)
+    patches = jnp.concatenate([padded[:, a : a + rows, b : b + cols, :] for a in range(height) for b in range(width)], axis=-1)
     product = patches.reshape(-1, height * width * in_channels).T @ cotangent.reshape(-1, out_channels)
     return product.reshape(kernel_shape)
 

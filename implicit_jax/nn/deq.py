@@ -28,6 +28,7 @@ from implicit_jax.estimators import AbstractBackward, BackwardInfo, resolve_back
 from implicit_jax.fixed_point import fixed_point
 from implicit_jax.nn.regularizers import jacobian_frobenius_penalty
 from implicit_jax.solvers import AbstractFixedPointSolver, SolverInfo, StopCriterion, resolve_solver
+from implicit_jax.solvers.stopping import StopMode
 
 
 class DEQ(nnx.Module):
@@ -43,9 +44,18 @@ class DEQ(nnx.Module):
       throw: raise :class:`~implicit_jax.NonConvergenceError` on non-convergence.
     """
 
-    def __init__(self, cell: nnx.Module, *, solver: str | AbstractFixedPointSolver = "anderson",
-                 backward: str | AbstractBackward = "implicit", tol: float = 1e-3, max_steps: int = 30,
-                 stop_mode: str = "rel", atol: float = 0.0, throw: bool = False):
+    def __init__(
+        self,
+        cell: nnx.Module,
+        *,
+        solver: str | AbstractFixedPointSolver = "anderson",
+        backward: str | AbstractBackward = "implicit",
+        tol: float = 1e-3,
+        max_steps: int = 30,
+        stop_mode: StopMode = "rel",
+        atol: float = 0.0,
+        throw: bool = False,
+    ):
         self.cell = cell
         self.solver = resolve_solver(solver)
         self.backward = resolve_backward(backward)
@@ -66,16 +76,35 @@ class DEQ(nnx.Module):
 
         return f, state
 
-    def __call__(self, x: jax.Array, *, z0: jax.Array | None = None, unrolled_steps: int | None = None,
-                 backward_tap: BackwardInfo | None = None) -> tuple[jax.Array, SolverInfo]:
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        z0: jax.Array | None = None,
+        unrolled_steps: int | None = None,
+        backward_tap: BackwardInfo | None = None,
+    ) -> tuple[jax.Array, SolverInfo]:
         """Return ``(z_star, info)``; ``z0`` defaults to zeros shaped like ``x``."""
         f, state = self._pure_cell()
         z0 = jnp.zeros_like(x) if z0 is None else z0
         if unrolled_steps is not None:
             return unrolled(lambda z: f(state, z, x), z0, unrolled_steps)
-        return fixed_point(f, state, x, z0=z0, solver=self.solver, backward=self.backward, tol=self.tol,
-                           max_steps=self.max_steps, stop_mode=self.stop_mode, atol=self.atol, batched=True, throw=self.throw,
-                           return_info=True, backward_tap=backward_tap)
+        return fixed_point(
+            f,
+            state,
+            x,
+            z0=z0,
+            solver=self.solver,
+            backward=self.backward,
+            tol=self.tol,
+            max_steps=self.max_steps,
+            stop_mode=self.stop_mode,
+            atol=self.atol,
+            batched=True,
+            throw=self.throw,
+            return_info=True,
+            backward_tap=backward_tap,
+        )
 
     def jacobian_penalty(self, z: jax.Array, x: jax.Array, key: jax.Array, num_probes: int = 1) -> jax.Array:
         """:math:`\\|\\partial f/\\partial z\\|_F^2/d` at ``z`` (Hutchinson), differentiable in the cell's parameters."""
@@ -115,6 +144,12 @@ def unrolled(fn: Any, z0: jax.Array, num_steps: int) -> tuple[jax.Array, SolverI
     abs_residual = jnp.linalg.norm(diffs[-1], axis=-1)
     rel_residual = abs_residual / jnp.maximum(jnp.linalg.norm(z.reshape(z.shape[0], -1), axis=-1), 1e-30)
     steps = jnp.asarray(num_steps, jnp.int32)
-    info = SolverInfo(steps=steps, num_fn_evals=steps, abs_residual=abs_residual, rel_residual=rel_residual,
-                      converged=jnp.zeros(z.shape[0], bool), num_fallbacks=jnp.zeros(z.shape[0], jnp.int32))
+    info = SolverInfo(
+        steps=steps,
+        num_fn_evals=steps,
+        abs_residual=abs_residual,
+        rel_residual=rel_residual,
+        converged=jnp.zeros(z.shape[0], bool),
+        num_fallbacks=jnp.zeros(z.shape[0], jnp.int32),
+    )
     return z, info

@@ -45,26 +45,50 @@ class ModelOutput(NamedTuple):
 class Conv(nnx.Module):
     """3x3 (or ``kernel_size``) convolution, NHWC, "SAME" padding, no bias, normalised kernel."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3, stride: int = 1,
-                 normalization: str = "weight", init_scale: float = 1.0, rngs: nnx.Rngs):
-        self.kernel = NormalizedKernel((kernel_size, kernel_size, in_channels, out_channels),
-                                       normalization=normalization, init_scale=init_scale, rngs=rngs)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        kernel_size: int = 3,
+        stride: int = 1,
+        normalization: str = "weight",
+        init_scale: float = 1.0,
+        rngs: nnx.Rngs,
+    ):
+        self.kernel = NormalizedKernel(
+            (kernel_size, kernel_size, in_channels, out_channels), normalization=normalization, init_scale=init_scale, rngs=rngs
+        )
         self.stride = stride
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.stride == 1:
             return conv_same(x, self.kernel())
-        return jax.lax.conv_general_dilated(x, self.kernel(), (self.stride, self.stride), "SAME",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x, self.kernel(), (self.stride, self.stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
 
 
 class Dense(nnx.Module):
     """``x @ W + b`` with a normalised ``W``."""
 
-    def __init__(self, in_features: int, out_features: int, *, normalization: str = "none", spectral_bound: float = 0.9,
-                 init_scale: float = 1.0, rngs: nnx.Rngs):
-        self.kernel = NormalizedKernel((in_features, out_features), normalization=normalization,
-                                       spectral_bound=spectral_bound, init_scale=init_scale, rngs=rngs)
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        normalization: str = "none",
+        spectral_bound: float = 0.9,
+        init_scale: float = 1.0,
+        rngs: nnx.Rngs,
+    ):
+        self.kernel = NormalizedKernel(
+            (in_features, out_features),
+            normalization=normalization,
+            spectral_bound=spectral_bound,
+            init_scale=init_scale,
+            rngs=rngs,
+        )
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -75,8 +99,9 @@ class MLPCell(nnx.Module):
     """:math:`f(z, x) = \\tanh(W z + x)`, ``W`` spectrally normalised to ``spectral_bound`` by default."""
 
     def __init__(self, hidden: int, *, normalization: str = "spectral", spectral_bound: float = 0.9, rngs: nnx.Rngs):
-        self.linear = NormalizedKernel((hidden, hidden), normalization=normalization, spectral_bound=spectral_bound,
-                                       init_scale=0.5, rngs=rngs)
+        self.linear = NormalizedKernel(
+            (hidden, hidden), normalization=normalization, spectral_bound=spectral_bound, init_scale=0.5, rngs=rngs
+        )
 
     def __call__(self, z: jax.Array, x: jax.Array) -> jax.Array:
         return jnp.tanh(z @ self.linear().astype(z.dtype) + x)  # in the state's dtype (bfloat16 under mixed precision)
@@ -113,18 +138,33 @@ class DEQMLP(nnx.Module):
     float32 (mixed precision). Use a tolerance the dtype can reach (``tol >= 1e-2`` for bfloat16).
     """
 
-    def __init__(self, in_features: int, num_classes: int, *, hidden: int = 128, normalization: str = "spectral",
-                 spectral_bound: float = 0.9, dtype=jnp.float32, rngs: nnx.Rngs, **deq_options):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        hidden: int = 128,
+        normalization: str = "spectral",
+        spectral_bound: float = 0.9,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+        **deq_options,
+    ):
         self.dtype = jnp.dtype(dtype)
         self.injection = Dense(in_features, hidden, rngs=rngs)
-        self.deq = DEQ(MLPCell(hidden, normalization=normalization, spectral_bound=spectral_bound, rngs=rngs),
-                       **deq_options)
+        self.deq = DEQ(MLPCell(hidden, normalization=normalization, spectral_bound=spectral_bound, rngs=rngs), **deq_options)
         self.norm = nnx.LayerNorm(hidden, rngs=rngs)
         self.head = Dense(hidden, num_classes, rngs=rngs)
         self.in_features = in_features
 
-    def __call__(self, x: jax.Array, *, jacobian_key: jax.Array | None = None, unrolled_steps: int | None = None,
-                 backward_tap: BackwardInfo | None = None) -> ModelOutput:
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        jacobian_key: jax.Array | None = None,
+        unrolled_steps: int | None = None,
+        backward_tap: BackwardInfo | None = None,
+    ) -> ModelOutput:
         x = x.reshape(x.shape[0], -1)
         if x.shape[-1] != self.in_features:
             raise ValueError(f"DEQMLP expects {self.in_features} features per sample, got input of shape {x.shape}.")
@@ -145,8 +185,18 @@ class ConvDEQ(nnx.Module):
       **deq_options: solver, backward, tol, max_steps, stop_mode, throw (see :class:`DEQ`).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, *, image_size: int = 28, channels: int = 32,
-                 groups: int = 8, normalization: str = "weight", rngs: nnx.Rngs, **deq_options):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        image_size: int = 28,
+        channels: int = 32,
+        groups: int = 8,
+        normalization: str = "weight",
+        rngs: nnx.Rngs,
+        **deq_options,
+    ):
         if image_size % 4:
             raise ValueError(f"ConvDEQ needs an image size divisible by 4 (stem stride 2, head pool 2), got {image_size}.")
         self.stem1 = Conv(in_channels, channels, normalization="none", rngs=rngs)
@@ -158,11 +208,18 @@ class ConvDEQ(nnx.Module):
         self.head = Dense(pooled, num_classes, rngs=rngs)
         self.input_shape = (image_size, image_size, in_channels)
 
-    def __call__(self, x: jax.Array, *, jacobian_key: jax.Array | None = None, unrolled_steps: int | None = None,
-                 backward_tap: BackwardInfo | None = None) -> ModelOutput:
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        jacobian_key: jax.Array | None = None,
+        unrolled_steps: int | None = None,
+        backward_tap: BackwardInfo | None = None,
+    ) -> ModelOutput:
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"ConvDEQ expects images of shape (batch, {', '.join(map(str, self.input_shape))}), "
-                             f"got {tuple(x.shape)}.")
+            raise ValueError(
+                f"ConvDEQ expects images of shape (batch, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}."
+            )
         injection = self.stem_norm2(self.stem2(jax.nn.relu(self.stem_norm1(self.stem1(x)))))
         z, info, penalty = _solve(self.deq, injection, jacobian_key, unrolled_steps, backward_tap)
         pooled = nnx.avg_pool(jax.nn.relu(z), (2, 2), strides=(2, 2))

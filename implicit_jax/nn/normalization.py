@@ -55,8 +55,15 @@ class NormalizedKernel(nnx.Module):
       init_scale: multiplies the He-normal initial kernel (and sets the initial gain).
     """
 
-    def __init__(self, shape: tuple[int, ...], *, normalization: str = "weight", spectral_bound: float = 0.9,
-                 init_scale: float = 1.0, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        *,
+        normalization: str = "weight",
+        spectral_bound: float = 0.9,
+        init_scale: float = 1.0,
+        rngs: nnx.Rngs,
+    ):
         self.normalization = check_normalization(normalization)
         self.spectral_bound = float(spectral_bound)
         init = jax.nn.initializers.he_normal()

@@ -13,14 +13,15 @@ cell's parameters (a second-order term, as in the paper).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 
-def jacobian_frobenius_penalty(fn: Callable[[jax.Array], jax.Array], z: jax.Array, key: jax.Array,
-                               num_probes: int = 1) -> jax.Array:
+def jacobian_frobenius_penalty(
+    fn: Callable[[jax.Array], jax.Array], z: jax.Array, key: jax.Array, num_probes: int = 1
+) -> jax.Array:
     """Hutchinson estimate of :math:`\\|\\partial f/\\partial z\\|_F^2 / d`, averaged over the batch.
 
     Args:

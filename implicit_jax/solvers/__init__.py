@@ -6,7 +6,8 @@
 * :mod:`~implicit_jax.solvers.stopping`: the stopping rule and the diagnostics they share.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from implicit_jax._registry import resolve
 from implicit_jax.solvers.fixed_point import AbstractFixedPointSolver, Anderson, Broyden, FixedPointIteration, iterate
@@ -34,27 +35,29 @@ def resolve_solver(solver, option: str = "solver", options: Mapping[str, Any] | 
     return resolve(solver, SOLVERS, AbstractFixedPointSolver, option, "Anderson(memory=5) or Broyden(memory=30)", options)
 
 
-def resolve_linear_solver(solver, option: str = "linear solver", options: Mapping[str, Any] | None = None) -> AbstractLinearSolver:
+def resolve_linear_solver(
+    solver, option: str = "linear solver", options: Mapping[str, Any] | None = None
+) -> AbstractLinearSolver:
     """A linear solver name (``"cg"``, ``"gmres"``, with ``options``) or configured object -> configured object."""
     return resolve(solver, LINEAR_SOLVERS, AbstractLinearSolver, option, "GMRES(restart=20) or CG()", options)
 
 
 __all__ = [
+    "CG",
+    "GMRES",
+    "LBFGS",
+    "LINEAR_SOLVERS",
+    "SOLVERS",
+    "STOP_MODES",
     "AbstractFixedPointSolver",
     "AbstractLinearSolver",
     "AbstractMinimizer",
     "Anderson",
     "Broyden",
-    "CG",
     "CGInfo",
     "FixedPointIteration",
-    "GMRES",
-    "LBFGS",
-    "LINEAR_SOLVERS",
     "MinimizeInfo",
     "OptaxMinimizer",
-    "SOLVERS",
-    "STOP_MODES",
     "SolverInfo",
     "StopCriterion",
     "conjugate_gradient",

@@ -86,7 +86,9 @@ class StopCriterion:
             raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}.")
         if self.stop_mode not in STOP_MODES:
             raise ValueError(f"stop_mode must be one of {STOP_MODES}, got {self.stop_mode!r}.")
-        if self.divergence_ratio is not None and not (isinstance(self.divergence_ratio, (int, float)) and self.divergence_ratio > 1):
+        if self.divergence_ratio is not None and not (
+            isinstance(self.divergence_ratio, (int, float)) and self.divergence_ratio > 1
+        ):
             raise ValueError(f"divergence_ratio must be a number > 1 or None, got {self.divergence_ratio!r}.")
         if self.atol and self.stop_mode != "mixed":
             raise ValueError(f"atol={self.atol!r} is used by stop_mode='mixed' only; got stop_mode={self.stop_mode!r}.")

@@ -10,8 +10,9 @@ try:
     import sklearn  # noqa: F401
     import tqdm  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(f"implicit_jax.train needs the 'train' extra ({error.name} is missing): "
-                      'pip install "implicit-jax[train]"') from error
+    raise ImportError(
+        f"implicit_jax.train needs the 'train' extra ({error.name} is missing): pip install \"implicit-jax[train]\""
+    ) from error
 
 from implicit_jax.train.checkpoint import Checkpointer
 from implicit_jax.train.config import SCHEMA, base_config, model_from_config, optimizer_from_config, validate_config
@@ -21,8 +22,30 @@ from implicit_jax.train.metrics import MetricsWriter, plot_metrics, read_metrics
 from implicit_jax.train.sharding import data_mesh, initialize_distributed, is_primary, replicate, shard_batch
 
 __all__ = [
-    "Checkpointer", "DATASETS", "Dataset", "MetricsWriter", "RunResult", "SCHEMA", "TrainState", "base_config",
-    "batch_indices", "check_dataset", "data_mesh", "evaluate", "fit", "init_state", "load", "make_eval_step",
-    "initialize_distributed", "is_primary", "make_train_step", "model_from_config", "optimizer_from_config", "plot_metrics",
-    "read_metrics", "replicate", "shard_batch", "validate_config",
+    "DATASETS",
+    "SCHEMA",
+    "Checkpointer",
+    "Dataset",
+    "MetricsWriter",
+    "RunResult",
+    "TrainState",
+    "base_config",
+    "batch_indices",
+    "check_dataset",
+    "data_mesh",
+    "evaluate",
+    "fit",
+    "init_state",
+    "initialize_distributed",
+    "is_primary",
+    "load",
+    "make_eval_step",
+    "make_train_step",
+    "model_from_config",
+    "optimizer_from_config",
+    "plot_metrics",
+    "read_metrics",
+    "replicate",
+    "shard_batch",
+    "validate_config",
 ]

@@ -25,8 +25,10 @@ import orbax.checkpoint as ocp
 
 
 def _leaf_specs(tree: Any) -> list[list]:
-    return [[list(np.shape(leaf)), str(np.asarray(leaf).dtype) if not hasattr(leaf, "dtype") else str(leaf.dtype)]
-            for leaf in jax.tree_util.tree_leaves(tree)]
+    return [
+        [list(np.shape(leaf)), str(np.asarray(leaf).dtype) if not hasattr(leaf, "dtype") else str(leaf.dtype)]
+        for leaf in jax.tree_util.tree_leaves(tree)
+    ]
 
 
 @contextlib.contextmanager
@@ -74,8 +76,7 @@ class Checkpointer:
         # cleanup_tmp_directories: a save cut short by a kill leaves a temporary folder that would
         # block the next save of that step.
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "meta"))
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -88,11 +89,16 @@ class Checkpointer:
         run must call this together. Ctrl-C and SIGTERM wait until the save is complete.
         """
         leaves = [leaf if isinstance(leaf, jax.Array) else np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
-        meta = {"model": self.description, "leaves": _leaf_specs(leaves), "step": int(step),
-                "train_seconds": float(train_seconds)}
+        meta = {
+            "model": self.description,
+            "leaves": _leaf_specs(leaves),
+            "step": int(step),
+            "train_seconds": float(train_seconds),
+        }
         with signals_deferred():
-            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(leaves),
-                                                            meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.save(
+                step, args=ocp.args.Composite(state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)), force=True
+            )
             self.manager.wait_until_finished()
 
     def metadata(self, step: int) -> dict[str, Any]:
@@ -106,11 +112,14 @@ class Checkpointer:
             detail = ", ".join(f"{k}: checkpoint {old!r} vs config {new!r}" for k, (old, new) in differing.items())
             raise IncompatibleCheckpointError(
                 f"checkpoint {self.directory} step {step} was written by a different model ({detail}); "
-                "use another --workdir or the matching config.")
+                "use another --workdir or the matching config."
+            )
         expected = _leaf_specs(jax.tree_util.tree_leaves(like))
         if meta["leaves"] != expected:
-            raise IncompatibleCheckpointError(f"checkpoint {self.directory} step {step} holds {len(meta['leaves'])} arrays whose shapes "
-                             f"do not match this model's {len(expected)}; use another --workdir or the matching config.")
+            raise IncompatibleCheckpointError(
+                f"checkpoint {self.directory} step {step} holds {len(meta['leaves'])} arrays whose shapes "
+                f"do not match this model's {len(expected)}; use another --workdir or the matching config."
+            )
         return meta
 
     def restore(self, step: int, like: Any) -> Any:
@@ -121,8 +130,12 @@ class Checkpointer:
     def _read_state(self, step: int, like: Any) -> Any:
         """Read the arrays straight into the shardings of ``like``'s ``jax.Array`` leaves (numpy for the others)."""
         leaves, treedef = jax.tree_util.tree_flatten(like)
-        abstract = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding) if isinstance(leaf, jax.Array)
-                    else np.zeros(np.shape(leaf), np.asarray(leaf).dtype) for leaf in leaves]
+        abstract = [
+            jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+            if isinstance(leaf, jax.Array)
+            else np.zeros(np.shape(leaf), np.asarray(leaf).dtype)
+            for leaf in leaves
+        ]
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
         return jax.tree_util.tree_unflatten(treedef, list(restored))
 
@@ -139,10 +152,14 @@ class Checkpointer:
                 state = self._read_state(step, like)
             except IncompatibleCheckpointError:
                 raise
-            except Exception as error:  # noqa: BLE001 - orbax raises many kinds on torn files
-                warnings.warn(f"checkpoint {self.directory}/{step} cannot be read ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0][:200] if str(error) else ''}); skipping it and trying an "
-                              "older one.", RuntimeWarning, stacklevel=2)
+            except Exception as error:
+                warnings.warn(
+                    f"checkpoint {self.directory}/{step} cannot be read ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0][:200] if str(error) else ''}); skipping it and trying an "
+                    "older one.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
             return Restored(step, state, float(meta.get("train_seconds", 0.0)))
         return None

@@ -13,7 +13,7 @@ import contextlib
 import importlib.util
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import ml_collections
 from absl import flags
@@ -38,10 +38,12 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise ValueError(f"config file {path!r} does not exist (from --config={spec}); the shipped ones are in configs/.")
     module_spec = importlib.util.spec_from_file_location("_config_file", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"config file {path!r} cannot be loaded as a Python module (from --config={spec}).")
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as error:  # noqa: BLE001 - any error in a user's file is reported the same way
+    except Exception as error:
         raise ValueError(f"config file {path!r} failed to load: {type(error).__name__}: {error}") from None
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {path!r} has no get_config() function.")
@@ -58,7 +60,7 @@ def override_problems(argv: Sequence[str], config: ml_collections.ConfigDict) ->
     for arg in argv:
         if not arg.startswith("--config."):
             continue
-        path = arg[len("--config."):].split("=", 1)[0]
+        path = arg[len("--config.") :].split("=", 1)[0]
         head, _, rest = path.partition(".")
         if head not in config:
             problems.append(f"unknown config field {head!r} in {arg!r}; valid fields are {sorted(config.keys())}")

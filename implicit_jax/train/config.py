@@ -9,7 +9,8 @@ data is loaded or anything compiled.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 import optax
@@ -17,7 +18,7 @@ from flax import nnx
 
 from implicit_jax.estimators import BACKWARDS, AbstractBackward, resolve_backward
 from implicit_jax.fixed_point import SENSIBLE_TOL
-from implicit_jax.nn import NORMALIZATIONS, ConvDEQ, DEQMLP
+from implicit_jax.nn import DEQMLP, NORMALIZATIONS, ConvDEQ
 from implicit_jax.solvers import SOLVERS, AbstractFixedPointSolver, resolve_solver
 from implicit_jax.solvers.stopping import STOP_MODES
 from implicit_jax.train.data import DATASETS
@@ -72,8 +73,12 @@ SCHEMA: dict[str, tuple[type, Any, str]] = {
     "checkpoint_every": (int, _non_negative, "steps between checkpoints (0 = only at the end)"),
     "eval_batch_size": (int, _positive, "evaluation batch size"),
     "seed": (int, _non_negative, "seed of initialisation, shuffling and probes"),
-    "nonfinite_policy": (str, NONFINITE_POLICIES, "on a non-finite loss, gradient or state: stop, skip the batch, "
-                         "or roll back to the latest checkpoint with a lower learning rate"),
+    "nonfinite_policy": (
+        str,
+        NONFINITE_POLICIES,
+        "on a non-finite loss, gradient or state: stop, skip the batch, "
+        "or roll back to the latest checkpoint with a lower learning rate",
+    ),
     "max_nonfinite": (int, _non_negative, "skipped batches or rollbacks allowed in a run before it stops"),
     "rollback_lr_factor": (float, lambda v: 0.0 < v < 1.0, "learning-rate factor of each rollback, in (0, 1)"),
 }
@@ -84,15 +89,46 @@ MODEL_FIELDS = ("dataset", "model", "width", "groups", "normalization", "optimiz
 
 def base_config() -> ml_collections.ConfigDict:
     """Defaults for every field of :data:`SCHEMA` (a config file overrides some)."""
-    return ml_collections.ConfigDict(dict(
-        dataset="synthetic", data_dir="", train_subset=0, test_subset=0,
-        model="deq_mlp", width=64, groups=8, normalization="spectral", dtype="float32",
-        solver="anderson", solver_options={}, backward="implicit", backward_options={}, tol=1e-3, max_steps=30, stop_mode="rel", atol=0.0,
-        jac_reg_weight=0.0, warmup_steps=0, warmup_unrolled_steps=5,
-        optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="cosine", lr_warmup_steps=0, grad_clip=0.0,
-        batch_size=64, num_epochs=1.0, eval_every=0, log_every=10, checkpoint_every=0, eval_batch_size=500, seed=0,
-        nonfinite_policy="stop", max_nonfinite=3, rollback_lr_factor=0.5,
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            dataset="synthetic",
+            data_dir="",
+            train_subset=0,
+            test_subset=0,
+            model="deq_mlp",
+            width=64,
+            groups=8,
+            normalization="spectral",
+            dtype="float32",
+            solver="anderson",
+            solver_options={},
+            backward="implicit",
+            backward_options={},
+            tol=1e-3,
+            max_steps=30,
+            stop_mode="rel",
+            atol=0.0,
+            jac_reg_weight=0.0,
+            warmup_steps=0,
+            warmup_unrolled_steps=5,
+            optimizer="adam",
+            learning_rate=1e-3,
+            weight_decay=0.0,
+            schedule="cosine",
+            lr_warmup_steps=0,
+            grad_clip=0.0,
+            batch_size=64,
+            num_epochs=1.0,
+            eval_every=0,
+            log_every=10,
+            checkpoint_every=0,
+            eval_batch_size=500,
+            seed=0,
+            nonfinite_policy="stop",
+            max_nonfinite=3,
+            rollback_lr_factor=0.5,
+        )
+    )
 
 
 def schema_problems(config: ml_collections.ConfigDict, schema: dict[str, tuple[type, Any, str]]) -> list[str]:
@@ -139,8 +175,10 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
             problems.append(f"dtype={config.dtype!r} is supported by model='deq_mlp' only (got model={config.model!r})")
         reachable = config.stop_mode == "abs" or (config.stop_mode == "mixed" and config.atol > 0)
         if not reachable and config.tol < SENSIBLE_TOL[config.dtype]:
-            problems.append(f"tol={config.tol:g} is below what a {config.dtype} state can resolve; use tol >= "
-                            f"{SENSIBLE_TOL[config.dtype]:g} with dtype={config.dtype!r}")
+            problems.append(
+                f"tol={config.tol:g} is below what a {config.dtype} state can resolve; use tol >= "
+                f"{SENSIBLE_TOL[config.dtype]:g} with dtype={config.dtype!r}"
+            )
     if not problems:
         try:
             solver, backward = estimator_from_config(config)
@@ -168,23 +206,40 @@ def estimator_from_config(config: ml_collections.ConfigDict) -> tuple[AbstractFi
     return solver, backward
 
 
-def model_from_config(config: ml_collections.ConfigDict, image_shape: tuple[int, ...], num_classes: int,
-                      rngs: nnx.Rngs) -> nnx.Module:
+def model_from_config(
+    config: ml_collections.ConfigDict, image_shape: tuple[int, ...], num_classes: int, rngs: nnx.Rngs
+) -> nnx.Module:
     """The DEQ model the configuration names, for inputs of ``image_shape`` (h, w, c)."""
     solver, backward = estimator_from_config(config)
-    deq_options = dict(solver=solver, backward=backward, tol=config.tol, max_steps=config.max_steps,
-                       stop_mode=config.stop_mode, atol=config.atol)
+    deq_options = dict(
+        solver=solver, backward=backward, tol=config.tol, max_steps=config.max_steps, stop_mode=config.stop_mode, atol=config.atol
+    )
     if config.model == "conv_deq":
         height, width, channels = image_shape
         if height != width:
             raise ValueError(f"conv_deq expects square images, got {image_shape}.")
-        return ConvDEQ(channels, num_classes, image_size=height, channels=config.width, groups=config.groups,
-                       normalization=config.normalization, rngs=rngs, **deq_options)
+        return ConvDEQ(
+            channels,
+            num_classes,
+            image_size=height,
+            channels=config.width,
+            groups=config.groups,
+            normalization=config.normalization,
+            rngs=rngs,
+            **deq_options,
+        )
     features = 1
     for size in image_shape:
         features *= size
-    return DEQMLP(features, num_classes, hidden=config.width, normalization=config.normalization, dtype=config.dtype,
-                  rngs=rngs, **deq_options)
+    return DEQMLP(
+        features,
+        num_classes,
+        hidden=config.width,
+        normalization=config.normalization,
+        dtype=config.dtype,
+        rngs=rngs,
+        **deq_options,
+    )
 
 
 def schedule_from_config(config: ml_collections.ConfigDict, total_steps: int) -> Callable[[Any], Any]:
@@ -192,8 +247,9 @@ def schedule_from_config(config: ml_collections.ConfigDict, total_steps: int) ->
         return optax.constant_schedule(config.learning_rate)
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1))
-    return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.lr_warmup_steps,
-                                              max(total_steps, config.lr_warmup_steps + 1))
+    return optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, config.lr_warmup_steps, max(total_steps, config.lr_warmup_steps + 1)
+    )
 
 
 def optimizer_from_config(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:

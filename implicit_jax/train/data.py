@@ -55,11 +55,14 @@ def check_dataset(dataset: Dataset) -> Dataset:
         if labels.shape != (images.shape[0],):
             raise ValueError(f"{split} labels must have shape ({images.shape[0]},) to match the images, got {labels.shape}.")
         if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= dataset.num_classes:
-            raise ValueError(f"{split} labels must be integers in [0, {dataset.num_classes}), got dtype {labels.dtype} "
-                             f"and range [{labels.min()}, {labels.max()}].")
+            raise ValueError(
+                f"{split} labels must be integers in [0, {dataset.num_classes}), got dtype {labels.dtype} "
+                f"and range [{labels.min()}, {labels.max()}]."
+            )
     if dataset.test_images.shape[1:] != dataset.train_images.shape[1:]:
-        raise ValueError(f"train and test images differ in shape: {dataset.train_images.shape[1:]} vs "
-                         f"{dataset.test_images.shape[1:]}.")
+        raise ValueError(
+            f"train and test images differ in shape: {dataset.train_images.shape[1:]} vs {dataset.test_images.shape[1:]}."
+        )
     return dataset
 
 
@@ -76,7 +79,7 @@ def read_idx(path: str) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()}).")
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
         raise ValueError(f"{path} holds {array.size} values, its header says {shape}.")
@@ -94,11 +97,17 @@ def fashion_mnist(path: str | None = None, train_subset: int = 0, test_subset: i
         raise FileNotFoundError(
             f"Fashion-MNIST files {missing} not found in {path}. Install them with "
             "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu; they land in "
-            f"{FASHION_MNIST_DIR}), or pass data_dir= a folder holding {sorted(FASHION_MNIST_FILES.values())}.")
+            f"{FASHION_MNIST_DIR}), or pass data_dir= a folder holding {sorted(FASHION_MNIST_FILES.values())}."
+        )
     arrays = {key: read_idx(os.path.join(path, name)) for key, name in FASHION_MNIST_FILES.items()}
     train_images, test_images = _standardize(arrays["train_images"] / 255.0, arrays["test_images"] / 255.0)
-    dataset = Dataset(train_images[..., None], arrays["train_labels"].astype(np.int32),
-                      test_images[..., None], arrays["test_labels"].astype(np.int32), 10)
+    dataset = Dataset(
+        train_images[..., None],
+        arrays["train_labels"].astype(np.int32),
+        test_images[..., None],
+        arrays["test_labels"].astype(np.int32),
+        10,
+    )
     return check_dataset(subset(dataset, train_subset, test_subset))
 
 
@@ -109,15 +118,14 @@ def digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
 
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(images, bunch.target, test_size=test_fraction,
-                                                        random_state=seed, stratify=bunch.target)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, bunch.target, test_size=test_fraction, random_state=seed, stratify=bunch.target
+    )
     x_train, x_test = _standardize(x_train, x_test)
-    return check_dataset(Dataset(x_train[..., None], y_train.astype(np.int32), x_test[..., None],
-                                 y_test.astype(np.int32), 10))
+    return check_dataset(Dataset(x_train[..., None], y_train.astype(np.int32), x_test[..., None], y_test.astype(np.int32), 10))
 
 
-def synthetic(num_train: int = 512, num_test: int = 256, image_size: int = 8, num_classes: int = 4,
-              seed: int = 0) -> Dataset:
+def synthetic(num_train: int = 512, num_test: int = 256, image_size: int = 8, num_classes: int = 4, seed: int = 0) -> Dataset:
     """Gaussian clusters around random class templates, as ``(n, size, size, 1)`` images."""
     rng = np.random.default_rng(seed)
     templates = rng.standard_normal((num_classes, image_size, image_size, 1)).astype(np.float32)
@@ -134,8 +142,12 @@ def subset(dataset: Dataset, train_subset: int = 0, test_subset: int = 0) -> Dat
     """Keep the first ``train_subset`` / ``test_subset`` examples (0 keeps all)."""
     n_train = train_subset or len(dataset.train_labels)
     n_test = test_subset or len(dataset.test_labels)
-    return dataset._replace(train_images=dataset.train_images[:n_train], train_labels=dataset.train_labels[:n_train],
-                            test_images=dataset.test_images[:n_test], test_labels=dataset.test_labels[:n_test])
+    return dataset._replace(
+        train_images=dataset.train_images[:n_train],
+        train_labels=dataset.train_labels[:n_train],
+        test_images=dataset.test_images[:n_test],
+        test_labels=dataset.test_labels[:n_test],
+    )
 
 
 def load(name: str, *, data_dir: str = "", train_subset: int = 0, test_subset: int = 0, seed: int = 0) -> Dataset:
@@ -161,13 +173,13 @@ def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> n
     per_epoch = steps_per_epoch(num_examples, batch_size)
     epoch, position = divmod(step, per_epoch)
     order = np.random.default_rng((seed, epoch)).permutation(num_examples)
-    return order[position * batch_size:(position + 1) * batch_size]
+    return order[position * batch_size : (position + 1) * batch_size]
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int):
     """Yield ``(images, labels, num_valid)`` covering every example once; the last batch is zero-padded."""
     for start in range(0, len(labels), batch_size):
-        x, y = images[start:start + batch_size], labels[start:start + batch_size]
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
         valid = len(y)
         if valid < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - valid,) + x.shape[1:], x.dtype)])

@@ -37,8 +37,10 @@ class NonFiniteError(RuntimeError):
 
 def leaf_finite(tree: Any) -> jax.Array:
     """One bool per array leaf of ``tree``: every entry finite (integer leaves are always finite)."""
-    flags = [jnp.all(jnp.isfinite(leaf)) if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) else jnp.array(True)
-             for leaf in jax.tree_util.tree_leaves(tree)]
+    flags = [
+        jnp.all(jnp.isfinite(leaf)) if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) else jnp.array(True)
+        for leaf in jax.tree_util.tree_leaves(tree)
+    ]
     return jnp.stack(flags) if flags else jnp.ones((0,), bool)
 
 
@@ -74,8 +76,10 @@ def describe_nonfinite(step: int, report: dict[str, Any], grad_names: list[str],
     parts = []
     if not bool(report["finite_loss"]):
         parts.append("loss")
-    for text in (_listed(np.asarray(report["finite_grads"]), grad_names, "gradient"),
-                 _listed(np.asarray(report["finite_state"]), state_names, "updated state")):
+    for text in (
+        _listed(np.asarray(report["finite_grads"]), grad_names, "gradient"),
+        _listed(np.asarray(report["finite_state"]), state_names, "updated state"),
+    ):
         if text:
             parts.append(text)
     return f"step {step}: non-finite (NaN or inf) " + "; ".join(parts)
@@ -90,7 +94,7 @@ class ConvergenceMonitor:
 
     def __init__(self, threshold: float = 0.5, patience: int = 3):
         self.threshold, self.patience = threshold, patience
-        self.low = {"forward_converged": [], "backward_converged": []}
+        self.low: dict[str, list[tuple[int, float]]] = {"forward_converged": [], "backward_converged": []}
         self.warned: set[str] = set()
 
     def update(self, record: dict[str, Any]) -> str | None:
@@ -107,9 +111,11 @@ class ConvergenceMonitor:
                 self.warned.add(key)
                 solve = key.split("_")[0]
                 steps = f"steps {run[-self.patience][0]}..{run[-1][0]}"
-                mean = np.mean([v for _, v in run[-self.patience:]])
-                message = (f"the {solve} solves converged in only {100 * mean:.0f}% of cases over the last {self.patience} "
-                           f"logged windows ({steps}): the {solve} gradient may be inaccurate. Raise max_steps, loosen tol, "
-                           "or lower the cell's Lipschitz bound (spectral normalisation).")
+                mean = np.mean([v for _, v in run[-self.patience :]])
+                message = (
+                    f"the {solve} solves converged in only {100 * mean:.0f}% of cases over the last {self.patience} "
+                    f"logged windows ({steps}): the {solve} gradient may be inaccurate. Raise max_steps, loosen tol, "
+                    "or lower the cell's Lipschitz bound (spectral normalisation)."
+                )
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
         return message

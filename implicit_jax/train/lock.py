@@ -67,7 +67,8 @@ class RunLock:
             raise RunLockedError(
                 f"{os.path.dirname(self.path)} is in use by a run with PID {holder['pid']} on {where} "
                 f"(started {holder.get('started', '?')}). Wait for it, use another --workdir, or, if that run is "
-                f"dead, delete {self.path}.")
+                f"dead, delete {self.path}."
+            )
         described = "an unreadable lock" if holder is None else f"a stale lock of PID {holder['pid']}, which is not running"
         warnings.warn(f"{self.path}: taking over {described}.", RuntimeWarning, stacklevel=2)
         os.remove(self.path)
@@ -79,7 +80,7 @@ class RunLock:
         if holder is not None and holder["pid"] == self.owner["pid"] and holder["host"] == self.owner["host"]:
             os.remove(self.path)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 

@@ -40,7 +40,8 @@ import os
 import signal
 import time
 import warnings
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,11 +54,16 @@ from tqdm import tqdm
 
 from implicit_jax.estimators import backward_tap
 from implicit_jax.train import data as data_lib
-from implicit_jax.train import sharding
-from implicit_jax.train import health
+from implicit_jax.train import health, sharding
 from implicit_jax.train.checkpoint import Checkpointer
+from implicit_jax.train.config import (
+    MODEL_FIELDS,
+    estimator_from_config,
+    model_from_config,
+    optimizer_from_config,
+    validate_config,
+)
 from implicit_jax.train.lock import RunLock
-from implicit_jax.train.config import MODEL_FIELDS, estimator_from_config, model_from_config, optimizer_from_config, validate_config
 from implicit_jax.train.metrics import MetricsWriter, plot_metrics
 
 
@@ -93,14 +99,23 @@ def make_loss(graphdef, rest, *, jac_reg_weight: float, unrolled_steps: int | No
 
     def loss(params, tap, images, labels, key):
         model = nnx.merge(graphdef, params, rest)
-        out = model(images, jacobian_key=key if jac_reg_weight > 0 else None, unrolled_steps=unrolled_steps,
-                    backward_tap=None if unrolled_steps else tap)
+        out = model(
+            images,
+            jacobian_key=key if jac_reg_weight > 0 else None,
+            unrolled_steps=unrolled_steps,
+            backward_tap=None if unrolled_steps else tap,
+        )
         cross_entropy = optax.softmax_cross_entropy_with_integer_labels(out.logits, labels).mean()
         total = cross_entropy + jac_reg_weight * out.jacobian_penalty
         accuracy = jnp.mean(jnp.argmax(out.logits, -1) == labels)
-        return total, dict(cross_entropy=cross_entropy, accuracy=accuracy, jacobian_penalty=out.jacobian_penalty,
-                           forward_steps=_mean(out.info.steps), forward_residual=_mean(out.info.rel_residual),
-                           forward_converged=_mean(out.info.converged))
+        return total, dict(
+            cross_entropy=cross_entropy,
+            accuracy=accuracy,
+            jacobian_penalty=out.jacobian_penalty,
+            forward_steps=_mean(out.info.steps),
+            forward_residual=_mean(out.info.rel_residual),
+            forward_converged=_mean(out.info.converged),
+        )
 
     return loss
 
@@ -109,9 +124,15 @@ def make_loss(graphdef, rest, *, jac_reg_weight: float, unrolled_steps: int | No
 HEALTH_KEYS = ("finite", "finite_loss", "finite_grads", "finite_state")
 
 
-def make_train_step(graphdef, rest, optimizer: optax.GradientTransformation, *, jac_reg_weight: float = 0.0,
-                    unrolled_steps: int | None = None,
-                    skip_nonfinite: bool = False) -> Callable[[TrainState, jax.Array, jax.Array], tuple]:
+def make_train_step(
+    graphdef,
+    rest,
+    optimizer: optax.GradientTransformation,
+    *,
+    jac_reg_weight: float = 0.0,
+    unrolled_steps: int | None = None,
+    skip_nonfinite: bool = False,
+) -> Callable[[TrainState, jax.Array, jax.Array], tuple]:
     """One optimizer step: ``(state, images, labels) -> (state, metrics)`` (not jitted).
 
     The updates are scaled by ``state.lr_scale`` (the same as scaling the learning rate, for
@@ -125,16 +146,25 @@ def make_train_step(graphdef, rest, optimizer: optax.GradientTransformation, *, 
     def train_step(state: TrainState, images, labels):
         key = jax.random.fold_in(state.key, state.step)
         (loss, aux), (grads, bwd) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-            state.params, backward_tap(), images, labels, key)
+            state.params, backward_tap(), images, labels, key
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
         report = health.finite_report(loss, grads, (params, opt_state))
         updated = TrainState(state.step + 1, params, opt_state, state.key, state.lr_scale)
         kept = state._replace(step=state.step + 1) if skip_nonfinite else state
-        metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), backward_steps=bwd.steps,
-                       backward_residual=bwd.rel_residual, backward_converged=bwd.converged,
-                       backward_fallback=bwd.fallback_fraction, lr_scale=state.lr_scale, **aux, **report)
+        metrics = dict(
+            loss=loss,
+            grad_norm=optax.tree.norm(grads),
+            backward_steps=bwd.steps,
+            backward_residual=bwd.rel_residual,
+            backward_converged=bwd.converged,
+            backward_fallback=bwd.fallback_fraction,
+            lr_scale=state.lr_scale,
+            **aux,
+            **report,
+        )
         return health.select_state(report["finite"], updated, kept), metrics
 
     return train_step
@@ -166,10 +196,15 @@ def evaluate(eval_step, params, images: np.ndarray, labels: np.ndarray, batch_si
 def init_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, total_steps: int):
     """Model, its ``(graphdef, rest)``, the optimizer and the initial :class:`TrainState`."""
     model = model_from_config(config, dataset.image_shape, dataset.num_classes, nnx.Rngs(config.seed))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
     optimizer = optimizer_from_config(config, total_steps)
-    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
-                       jax.random.key_data(jax.random.key(config.seed + 1)), jnp.ones((), jnp.float32))
+    state = TrainState(
+        jnp.zeros((), jnp.int32),
+        params,
+        optimizer.init(params),
+        jax.random.key_data(jax.random.key(config.seed + 1)),
+        jnp.ones((), jnp.float32),
+    )
     return model, (graphdef, rest), optimizer, state
 
 
@@ -200,15 +235,16 @@ class _Run:
     total_steps: int
     checkpointer: Checkpointer
     writer: MetricsWriter
-    train_step: Callable
-    warmup_step: Callable
+    train_step: Any  # a jax.jit wrapper: callable, and .lower(...) compiles ahead of time
+    warmup_step: Any
     eval_step: Callable
     grad_names: list[str]
     state_names: list[str]
 
     def evaluate(self, params) -> dict[str, float]:
-        return evaluate(self.eval_step, params, self.dataset.test_images, self.dataset.test_labels,
-                        self.config.eval_batch_size, self.mesh)
+        return evaluate(
+            self.eval_step, params, self.dataset.test_images, self.dataset.test_labels, self.config.eval_batch_size, self.mesh
+        )
 
     def batch(self, step: int):
         idx = data_lib.batch_indices(step, len(self.dataset.train_labels), self.config.batch_size, self.config.seed)
@@ -218,8 +254,13 @@ class _Run:
 def _load_dataset(config, dataset: data_lib.Dataset | None) -> data_lib.Dataset:
     if dataset is not None:
         return data_lib.check_dataset(dataset)
-    return data_lib.load(config.dataset, data_dir=config.data_dir, train_subset=config.train_subset,
-                         test_subset=config.test_subset, seed=config.seed)
+    return data_lib.load(
+        config.dataset,
+        data_dir=config.data_dir,
+        train_subset=config.train_subset,
+        test_subset=config.test_subset,
+        seed=config.seed,
+    )
 
 
 def _jitted_steps(config, graphdef, rest, optimizer, mesh, state) -> tuple[Callable, Callable, Callable]:
@@ -230,10 +271,12 @@ def _jitted_steps(config, graphdef, rest, optimizer, mesh, state) -> tuple[Calla
         return jax.jit(fn, out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
 
     skip = config.nonfinite_policy == "skip"
-    train_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=config.jac_reg_weight,
-                                          skip_nonfinite=skip))
-    warmup_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=0.0,
-                                           unrolled_steps=config.warmup_unrolled_steps, skip_nonfinite=skip))
+    train_step = jit_step(make_train_step(graphdef, rest, optimizer, jac_reg_weight=config.jac_reg_weight, skip_nonfinite=skip))
+    warmup_step = jit_step(
+        make_train_step(
+            graphdef, rest, optimizer, jac_reg_weight=0.0, unrolled_steps=config.warmup_unrolled_steps, skip_nonfinite=skip
+        )
+    )
     return train_step, warmup_step, jax.jit(make_eval_step(graphdef, rest))
 
 
@@ -259,14 +302,15 @@ def _start_run(config, workdir: str, resume: bool, dataset: data_lib.Dataset | N
     """
     checkpoint_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
     if not resume and os.path.isdir(checkpoint_dir) and os.listdir(checkpoint_dir):
-        raise ValueError(f"{workdir} already holds checkpoints of a run; pass --resume to continue it or choose "
-                         "another --workdir.")
+        raise ValueError(
+            f"{workdir} already holds checkpoints of a run; pass --resume to continue it or choose another --workdir."
+        )
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     dataset = _load_dataset(config, dataset)
     per_epoch = data_lib.steps_per_epoch(len(dataset.train_labels), config.batch_size)
-    total_steps = max(1, int(round(config.num_epochs * per_epoch)))
+    total_steps = max(1, round(config.num_epochs * per_epoch))
 
     _, (graphdef, rest), optimizer, state = init_state(config, dataset, total_steps)
     state = sharding.replicate(mesh, state)
@@ -280,8 +324,13 @@ def _start_run(config, workdir: str, resume: bool, dataset: data_lib.Dataset | N
         write_config(config, workdir)
     writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start if resume else None, enabled=primary)
     steps = _jitted_steps(config, graphdef, rest, optimizer, mesh, state)
-    names = health.leaf_names(state.params), ([f"params.{n}" for n in health.leaf_names(state.params)]
-                                               + [f"opt_state.{n}" for n in health.leaf_names(state.opt_state)])
+    names = (
+        health.leaf_names(state.params),
+        (
+            [f"params.{n}" for n in health.leaf_names(state.params)]
+            + [f"opt_state.{n}" for n in health.leaf_names(state.opt_state)]
+        ),
+    )
     run = _Run(config, workdir, dataset, mesh, total_steps, checkpointer, writer, *steps, *names)
     if config.nonfinite_policy == "rollback" and checkpointer.latest_step() is None:
         checkpointer.save(start, state, train_seconds=seconds)  # a rollback needs a checkpoint to return to
@@ -326,23 +375,31 @@ def _recover(run: _Run, state: TrainState, report: dict, step: int, recoveries: 
     what = health.describe_nonfinite(step + 1, report, run.grad_names, run.state_names)
     if config.nonfinite_policy == "stop" or recoveries > config.max_nonfinite:
         limit = "" if config.nonfinite_policy == "stop" else f" after {recoveries - 1} recoveries ({config.nonfinite_policy})"
-        raise health.NonFiniteError(f"training stopped at {what}{limit}. The state after step {step} is kept (checkpointed "
-                                    f"on exit); nothing non-finite was saved. {_nonfinite_advice(config)}")
+        raise health.NonFiniteError(
+            f"training stopped at {what}{limit}. The state after step {step} is kept (checkpointed "
+            f"on exit); nothing non-finite was saved. {_nonfinite_advice(config)}"
+        )
     if config.nonfinite_policy == "skip":
-        warnings.warn(f"skipped the batch of {what} (skip {recoveries} of at most {config.max_nonfinite}).",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"skipped the batch of {what} (skip {recoveries} of at most {config.max_nonfinite}).", RuntimeWarning, stacklevel=3
+        )
         run.writer.write(dict(step=step + 1, event="skipped_nonfinite"))
         return state, step + 1
     restored = run.checkpointer.restore_latest(state)
     if restored is None:
-        raise health.NonFiniteError(f"training stopped at {what}: no readable checkpoint to roll back to. "
-                                    f"{_nonfinite_advice(config)}")
+        raise health.NonFiniteError(
+            f"training stopped at {what}: no readable checkpoint to roll back to. {_nonfinite_advice(config)}"
+        )
     lr_scale = state.lr_scale * config.rollback_lr_factor
     state = restored.state._replace(lr_scale=jax.device_put(lr_scale, state.lr_scale.sharding))
     run.writer.truncate(restored.step)
     run.writer.write(dict(step=restored.step, event="rollback", lr_scale=lr_scale))
-    warnings.warn(f"{what}: rolled back to the checkpoint of step {restored.step} with the learning rate scaled by "
-                  f"{float(lr_scale):g} (rollback {recoveries} of at most {config.max_nonfinite}).", RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"{what}: rolled back to the checkpoint of step {restored.step} with the learning rate scaled by "
+        f"{float(lr_scale):g} (rollback {recoveries} of at most {config.max_nonfinite}).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
     return state, restored.step
 
 
@@ -363,10 +420,12 @@ def _train(run: _Run, state: TrainState, start: int, elapsed: float, progress: b
     ``elapsed`` is the training time already spent (restored from the checkpoint).
     """
     config = run.config
-    window, recoveries, monitor = [], 0, health.ConvergenceMonitor()
+    window: list[dict[str, Any]] = []
+    recoveries, monitor = 0, health.ConvergenceMonitor()
     multi_process = jax.process_count() > 1
-    bar = tqdm(total=run.total_steps, initial=start, disable=not (progress and sharding.is_primary()), dynamic_ncols=True,
-               desc="train")
+    bar = tqdm(
+        total=run.total_steps, initial=start, disable=not (progress and sharding.is_primary()), dynamic_ncols=True, desc="train"
+    )
     step = start
     try:
         if start < run.total_steps:
@@ -394,8 +453,12 @@ def _train(run: _Run, state: TrainState, start: int, elapsed: float, progress: b
                 monitor.update(record)
                 window = []
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
-                            fwd=f"{metrics['forward_steps']:.1f}", res=f"{metrics['forward_residual']:.1e}")
+            bar.set_postfix(
+                loss=f"{metrics['loss']:.3f}",
+                acc=f"{metrics['accuracy']:.3f}",
+                fwd=f"{metrics['forward_steps']:.1f}",
+                res=f"{metrics['forward_residual']:.1e}",
+            )
             if config.eval_every and step % config.eval_every == 0 and step < run.total_steps:
                 run.writer.write(dict(step=step, time=elapsed, **run.evaluate(state.params)))
             if config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -407,29 +470,44 @@ def _train(run: _Run, state: TrainState, start: int, elapsed: float, progress: b
     except BaseException as error:
         interrupted = isinstance(error, (KeyboardInterrupt, _Terminated))
         if interrupted and window:
-            run.writer.write(dict(step=step, time=elapsed, warmup=step <= config.warmup_steps, partial=True,
-                                  **_window_means(window)))
+            run.writer.write(
+                dict(step=step, time=elapsed, warmup=step <= config.warmup_steps, partial=True, **_window_means(window))
+            )
         # A multi-process checkpoint needs every process: save only where they all stop at this step.
         if not multi_process or isinstance(error, (_Terminated, health.NonFiniteError)):
             _save_on_interrupt(run, state, start, elapsed)
         else:
-            warnings.warn(f"{type(error).__name__} in process {jax.process_index()} of a multi-process run: no checkpoint "
-                          "on the way out (it needs every process); --resume continues from the last periodic one. "
-                          "Send SIGTERM to stop with a checkpoint.", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{type(error).__name__} in process {jax.process_index()} of a multi-process run: no checkpoint "
+                "on the way out (it needs every process); --resume continues from the last periodic one. "
+                "Send SIGTERM to stop with a checkpoint.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         run.checkpointer.close()
         if interrupted:
             signum = signal.SIGTERM if isinstance(error, _Terminated) else signal.SIGINT
-            raise RunInterrupted(f"interrupted ({signal.Signals(signum).name}) after step {step}; its state is "
-                                 f"checkpointed in {run.checkpointer.directory}: continue with --resume.",
-                                 step, int(signum)) from None
+            raise RunInterrupted(
+                f"interrupted ({signal.Signals(signum).name}) after step {step}; its state is "
+                f"checkpointed in {run.checkpointer.directory}: continue with --resume.",
+                step,
+                int(signum),
+            ) from None
         raise
     finally:
         bar.close()
     return state, elapsed
 
 
-def fit(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False, dataset: data_lib.Dataset | None = None,
-        progress: bool = True, on_step: Callable[[int], None] | None = None) -> RunResult:
+def fit(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    resume: bool = False,
+    dataset: data_lib.Dataset | None = None,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> RunResult:
     """Train the configured model; write ``metrics.jsonl``, plots and checkpoints to ``workdir``.
 
     Args:
@@ -475,5 +553,4 @@ def _fit_locked(config, workdir, resume, dataset, progress, on_step) -> RunResul
     if start < run.total_steps:  # a resumed, already finished run has its final record
         run.writer.write(dict(step=run.total_steps, time=elapsed, **final))
     plots = plot_metrics(run.writer.path, workdir) if sharding.is_primary() else []
-    return RunResult(state, final["test_accuracy"], final["test_loss"], os.path.abspath(workdir), run.writer.path, plots,
-                     elapsed)
+    return RunResult(state, final["test_accuracy"], final["test_loss"], os.path.abspath(workdir), run.writer.path, plots, elapsed)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,12 @@ class MetricsWriter:
         records = read_metrics(self.path)
         kept = [r for r in records if r.get("step", 0) <= step]
         if len(kept) < len(records):
-            warnings.warn(f"{self.path}: dropped {len(records) - len(kept)} record(s) past step {step}, the "
-                          "checkpoint this run continues from.", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.path}: dropped {len(records) - len(kept)} record(s) past step {step}, the "
+                "checkpoint this run continues from.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         with open(self.path, "w") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in kept)
 
@@ -71,8 +76,12 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
             records.append(json.loads(line))
         except json.JSONDecodeError as error:
             if position == len(numbered) - 1:
-                warnings.warn(f"{path}:{number}: dropped a torn last record ({error.msg}); the process that wrote it "
-                              "probably died mid-write.", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"{path}:{number}: dropped a torn last record ({error.msg}); the process that wrote it "
+                    "probably died mid-write.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 break
             raise ValueError(f"{path}:{number} is not a JSON record ({error.msg}): {line[:80]!r}") from None
     return records

@@ -23,8 +23,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, *, auto: bool = False) -> bool:
+def initialize_distributed(
+    coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None, *, auto: bool = False
+) -> bool:
     """Join a multi-process run; True if one was joined.
 
     Either all three of ``coordinator_address`` (``HOST:PORT`` of process 0), ``num_processes``
@@ -41,13 +42,19 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
             return True
         return False
     if missing:
-        raise ValueError(f"a multi-process run needs coordinator_address, num_processes and process_id together; "
-                         f"missing {missing} (or pass none of them and use auto detection on a managed cluster).")
+        raise ValueError(
+            f"a multi-process run needs coordinator_address, num_processes and process_id together; "
+            f"missing {missing} (or pass none of them and use auto detection on a managed cluster)."
+        )
     if auto:
         raise ValueError("pass either the three process options or auto detection, not both.")
-    if not (isinstance(num_processes, int) and num_processes >= 1 and isinstance(process_id, int) and 0 <= process_id < num_processes):
-        raise ValueError(f"process_id must lie in [0, num_processes), got process_id={process_id} and num_processes={num_processes}.")
-    if ":" not in coordinator_address:
+    if not (
+        isinstance(num_processes, int) and num_processes >= 1 and isinstance(process_id, int) and 0 <= process_id < num_processes
+    ):
+        raise ValueError(
+            f"process_id must lie in [0, num_processes), got process_id={process_id} and num_processes={num_processes}."
+        )
+    if not isinstance(coordinator_address, str) or ":" not in coordinator_address:
         raise ValueError(f"coordinator_address must be HOST:PORT (process 0's address), got {coordinator_address!r}.")
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
     return True
@@ -84,7 +91,7 @@ def shard_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
     out = []
     for array in arrays:
         per_process = array.shape[0] // count
-        local = array[index * per_process:(index + 1) * per_process]
+        local = array[index * per_process : (index + 1) * per_process]
         out.append(jax.make_array_from_process_local_data(sharding, local, array.shape))
     return tuple(out)
 

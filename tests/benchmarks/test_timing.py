@@ -1,9 +1,9 @@
 """The timing helper."""
 
+import time
+
 import jax.numpy as jnp
 import pytest
-
-import time
 
 from benchmarks.timing import call_times_ms, interleaved_ms, median_ms, min_ms
 

@@ -14,7 +14,7 @@ Y_VAL = jnp.asarray(X_VAL @ _rng.normal(size=D))
 
 def inner(w, log_lam):
     """g(w, lambda) = |Xw - y|^2 / 2n + sum_j exp(log_lam_j) w_j^2 / 2 (scalar or per-feature)."""
-    return 0.5 * jnp.mean((X @ w - Y) ** 2) + 0.5 * jnp.sum(jnp.exp(log_lam) * w ** 2)
+    return 0.5 * jnp.mean((X @ w - Y) ** 2) + 0.5 * jnp.sum(jnp.exp(log_lam) * w**2)
 
 
 def outer(w):

@@ -15,7 +15,9 @@ W0 = jnp.zeros(ridge.D, jnp.float64)
 
 def hypergrad(backward, lam=LAM, **kwargs):
     kwargs.setdefault("tol", 1e-10)
-    return jax.grad(lambda l: ridge.outer(ij.argmin(ridge.inner, l, W0, backward=backward, outer_loss=ridge.outer, **kwargs)))(lam)
+    return jax.grad(lambda l: ridge.outer(ij.argmin(ridge.inner, l, W0, backward=backward, outer_loss=ridge.outer, **kwargs)))(
+        lam
+    )
 
 
 def test_solution_matches_closed_form():
@@ -57,7 +59,11 @@ def test_pytrees_closures_and_jit():
 
 def test_float32():
     lam = jnp.asarray(-1.0, jnp.float32)
-    g = jax.grad(lambda l: ridge.outer(ij.argmin(lambda w, l: ridge.inner(w, l).astype(jnp.float32), l, jnp.zeros(ridge.D, jnp.float32), tol=1e-5)))(lam)
+    g = jax.grad(
+        lambda l: ridge.outer(
+            ij.argmin(lambda w, l: ridge.inner(w, l).astype(jnp.float32), l, jnp.zeros(ridge.D, jnp.float32), tol=1e-5)
+        )
+    )(lam)
     assert g.dtype == jnp.float32
     np.testing.assert_allclose(g, ridge.exact_hypergradient(LAM), rtol=1e-3)
 
@@ -100,7 +106,7 @@ def test_mixed_stop_mode_adds_an_absolute_floor_to_the_relative_test():
 
 
 def test_non_convergence_is_reported_and_can_raise():
-    w, info = ij.argmin(ridge.inner, LAM, W0, max_steps=2, tol=1e-12, return_info=True)
+    _w, info = ij.argmin(ridge.inner, LAM, W0, max_steps=2, tol=1e-12, return_info=True)
     assert not bool(info.converged) and int(info.steps) == 2
     with pytest.raises(ij.NonConvergenceError, match="did not converge after 2 steps"):
         ij.argmin(ridge.inner, LAM, W0, max_steps=2, tol=1e-12, throw=True)
@@ -143,8 +149,15 @@ def test_every_backward_on_pytrees_under_jit_with_its_tap(backward):
     lam = jnp.linspace(-2.0, 0.0, ridge.D)
 
     def loss(h, tap):
-        a, b = ij.argmin(lambda w, h: ridge.inner(jnp.concatenate(w), h["log_lam"]), h, (W0[:2], W0[2:]), tol=1e-10,
-                         max_steps=200, backward=backward, backward_tap=tap)
+        a, b = ij.argmin(
+            lambda w, h: ridge.inner(jnp.concatenate(w), h["log_lam"]),
+            h,
+            (W0[:2], W0[2:]),
+            tol=1e-10,
+            max_steps=200,
+            backward=backward,
+            backward_tap=tap,
+        )
         return ridge.outer(jnp.concatenate([a, b]))
 
     tap = None if backward == "unroll" else ij.backward_tap(jnp.float64)
@@ -181,8 +194,10 @@ def test_hparams_with_non_array_leaves_equinox_style():
         log_lam: jax.Array
         penalty: object  # a function: a non-array leaf
 
-    hparams = Ridge(LAM, lambda w: jnp.sum(w ** 2))
-    g = lambda w, h: ridge.inner(w, h.log_lam) - 0.5 * jnp.exp(h.log_lam) * jnp.sum(w ** 2) + 0.5 * jnp.exp(h.log_lam) * h.penalty(w)  # noqa: E731
+    hparams = Ridge(LAM, lambda w: jnp.sum(w**2))
+    g = lambda w, h: (
+        ridge.inner(w, h.log_lam) - 0.5 * jnp.exp(h.log_lam) * jnp.sum(w**2) + 0.5 * jnp.exp(h.log_lam) * h.penalty(w)
+    )
     grads = eqx.filter_grad(lambda h: ridge.outer(ij.argmin(g, h, W0, tol=1e-10)))(hparams)
     chex.assert_trees_all_close(grads.log_lam, ridge.exact_hypergradient(LAM), rtol=1e-6)
     with pytest.raises(TypeError, match="w0 must hold only arrays"):

@@ -13,13 +13,15 @@ T = 12
 
 
 def run(method, num_values=T, num_steps=T, **kwargs):
-    return ij.unrolled_hypergradient(P.make_step(num_steps), P.hparams(num_values), P.state0(), num_steps, P.outer_loss, method=method, **kwargs)
+    return ij.unrolled_hypergradient(
+        P.make_step(num_steps), P.hparams(num_values), P.state0(), num_steps, P.outer_loss, method=method, **kwargs
+    )
 
 
 def test_jit_and_pytree_structure():
     h = P.hparams(4)
     fn = jax.jit(lambda h: ij.unrolled_hypergradient(P.make_step(T), h, P.state0(), T, P.outer_loss, method="fds"))
-    value, grad = fn(h)
+    _value, grad = fn(h)
     chex.assert_trees_all_equal_structs(grad, h)
     chex.assert_trees_all_close(grad, run("reverse", num_values=4)[1], rtol=1e-10)
 
@@ -82,8 +84,9 @@ def test_an_equinox_model_as_state_and_hparams_with_static_leaves(method):
     def array_step(p, log_lr, t):
         return eqx.partition(step(eqx.combine(p, static), dict(hparams, log_lr=log_lr), t), eqx.is_array)[0]
 
-    ref_value, ref_grad = ij.unrolled_hypergradient(array_step, hparams["log_lr"], params, 8,
-                                                    lambda p, h: loss(eqx.combine(p, static)), method=chosen)
+    ref_value, ref_grad = ij.unrolled_hypergradient(
+        array_step, hparams["log_lr"], params, 8, lambda p, h: loss(eqx.combine(p, static)), method=chosen
+    )
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     np.testing.assert_allclose(grad["log_lr"], ref_grad, rtol=1e-10, atol=1e-14)
     if method == "reverse":  # against plain backpropagation through the 8 steps

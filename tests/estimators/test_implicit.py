@@ -33,7 +33,9 @@ def test_tanh_layer_matches_dense_jacobian_solve(solver):
     f, params, x, c = tanh_layer(d=16, batch=3)
     z = ij.fixed_point(f, params, x, solver=solver, tol=1e-12, max_steps=500, batched=True)
     expected = dense_implicit_grad(f, params, x, z, c)
-    grads = jax.grad(lambda p, x: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, tol=1e-12, max_steps=500, batched=True)), argnums=(0, 1))(params, x)
+    grads = jax.grad(
+        lambda p, x: jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, tol=1e-12, max_steps=500, batched=True)), argnums=(0, 1)
+    )(params, x)
     chex.assert_trees_all_close(grads, expected, atol=1e-8, rtol=1e-7)
 
 
@@ -46,7 +48,9 @@ def test_gmres_adjoint_is_exact_where_the_adjoint_iteration_diverges():
     def grads_and_info(adjoint, **options):
         def loss(p, x, tap):  # Anderson with a full memory solves the forward (like GMRES on a linear map)
             backward = ij.Implicit(solver=adjoint, tol=1e-12, max_steps=60, **options)
-            z = ij.fixed_point(f, p, x, solver=ij.Anderson(memory=8), backward=backward, tol=1e-12, max_steps=60, backward_tap=tap)
+            z = ij.fixed_point(
+                f, p, x, solver=ij.Anderson(memory=8), backward=backward, tol=1e-12, max_steps=60, backward_tap=tap
+            )
             return jnp.sum(c * z)
 
         d_params, d_x, info = jax.grad(loss, argnums=(0, 1, 2))(params, x, ij.backward_tap(jnp.float64))
@@ -88,7 +92,12 @@ def test_backward_tap_reports_the_adjoint_solve():
 
 def test_unconverged_adjoint_raises_with_throw():
     f, params, x, c = tanh_layer(d=8, batch=2)
-    loss = lambda p: jnp.sum(c * ij.fixed_point(f, p, x, batched=True, throw=True, backward=ij.Implicit(solver="fixed_point_iteration", max_steps=2, tol=1e-12)))
+    loss = lambda p: jnp.sum(
+        c
+        * ij.fixed_point(
+            f, p, x, batched=True, throw=True, backward=ij.Implicit(solver="fixed_point_iteration", max_steps=2, tol=1e-12)
+        )
+    )
     with pytest.raises(Exception, match="adjoint solve of backward='implicit' did not converge"):
         jax.block_until_ready(jax.jit(jax.grad(loss))(params))
 
@@ -126,23 +135,33 @@ def newton_like(b, w, _):
 
 
 def jacobian_and_info(backward):
-    jac = jax.jacrev(lambda b: ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden", backward=backward))(B)
+    jac = jax.jacrev(
+        lambda b: ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden", backward=backward)
+    )(B)
     if isinstance(backward, ij.ImplicitJVP):  # it has no tap
         return jac, None
-    loss = lambda b, tap: jnp.sum(ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden", backward=backward, backward_tap=tap))
+    loss = lambda b, tap: jnp.sum(
+        ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden", backward=backward, backward_tap=tap)
+    )
     return jac, jax.jit(jax.grad(loss, argnums=1))(B, ij.backward_tap())
 
 
 ITERATION = "fixed_point_iteration"
 
 
-@pytest.mark.parametrize("backward", [ij.Implicit(solver=ITERATION), ij.ImplicitJVP(solver=ITERATION)], ids=["implicit", "implicit_jvp"])
+@pytest.mark.parametrize(
+    "backward", [ij.Implicit(solver=ITERATION), ij.ImplicitJVP(solver=ITERATION)], ids=["implicit", "implicit_jvp"]
+)
 def test_an_unconverged_adjoint_is_rescued_by_gmres_per_sample(backward):
     jac, info = jacobian_and_info(backward)
     chex.assert_trees_all_close(jac, jnp.linalg.inv(H), atol=1e-6)
     if info is not None:
         assert float(info.fallback_fraction) == 1.0 and float(info.converged) == 1.0 and float(info.rel_residual) < 1e-5
-        jax.jacrev(lambda b: ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden", backward=backward, throw=True))(B)  # rescued: no raise
+        jax.jacrev(
+            lambda b: ij.fixed_point(
+                newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden", backward=backward, throw=True
+            )
+        )(B)  # rescued: no raise
 
 
 def test_without_the_rescue_the_failure_is_flagged_and_raised():
@@ -150,8 +169,17 @@ def test_without_the_rescue_the_failure_is_flagged_and_raised():
     assert float(info.converged) == 0.0 and float(info.fallback_fraction) == 0.0
     assert not np.allclose(jac, jnp.linalg.inv(H), atol=1e-3)
     with pytest.raises(ij.NonConvergenceError):
-        jax.jacrev(lambda b: ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3, jnp.float32), solver="broyden",
-                                            backward=ij.Implicit(solver=ITERATION, fallback=None), throw=True))(B)
+        jax.jacrev(
+            lambda b: ij.fixed_point(
+                newton_like,
+                b,
+                (),
+                z0=jnp.zeros(3, jnp.float32),
+                solver="broyden",
+                backward=ij.Implicit(solver=ITERATION, fallback=None),
+                throw=True,
+            )
+        )(B)
 
 
 def test_only_the_unconverged_samples_are_rescued():
@@ -161,7 +189,9 @@ def test_only_the_unconverged_samples_are_rescued():
         return scale * (0.3 * z + x) + (1 - scale) * (z - (z @ H.T - x))
 
     x = jnp.stack([B, B])
-    loss = lambda x, tap: jnp.sum(ij.fixed_point(f, (), x, solver="broyden", backward=ij.Implicit(solver=ITERATION), batched=True, backward_tap=tap))
+    loss = lambda x, tap: jnp.sum(
+        ij.fixed_point(f, (), x, solver="broyden", backward=ij.Implicit(solver=ITERATION), batched=True, backward_tap=tap)
+    )
     grad, info = jax.grad(loss, argnums=(0, 1))(x, ij.backward_tap())
     chex.assert_trees_all_close(grad[0], jnp.full(3, 1 / 0.7, jnp.float32), rtol=1e-5)
     chex.assert_trees_all_close(grad[1], jnp.linalg.solve(H.T, jnp.ones(3, jnp.float32)), rtol=1e-5)

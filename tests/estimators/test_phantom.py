@@ -1,5 +1,7 @@
 """Phantom gradients (Geng et al. 2021): closed forms on a linear map and the convergence trend of Fig. 1."""
 
+import itertools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -31,8 +33,12 @@ def test_linear_map_matches_the_closed_form(estimator, k, damping):
 
 def phantom_cosines(estimator, damping, ks):
     f, params, x, c = tanh_layer(d=64, batch=4, x_scale=0.3)
+
     def grad(bw):
-        return jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, backward=bw, tol=1e-12, max_steps=300, batched=True)))(params)
+        return jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, backward=bw, tol=1e-12, max_steps=300, batched=True)))(
+            params
+        )
+
     exact = grad("implicit")
     return [tree_cosine(grad(estimator(k=k, damping=damping)), exact) for k in ks]
 
@@ -43,7 +49,7 @@ def test_cosine_to_exact_rises_with_k(estimator, damping):
     # Fig. 1 of Geng et al. (2021): cosine to the exact gradient increases with k, faster for lambda = 1.
     ks = [1, 2, 5, 10, 20]
     cosines = phantom_cosines(estimator, damping, ks)
-    assert all(b > a for a, b in zip(cosines, cosines[1:])), cosines
+    assert all(b > a for a, b in itertools.pairwise(cosines)), cosines
     assert cosines[-1] > (0.99 if damping == 0.5 else 0.999), cosines
 
 
@@ -56,7 +62,9 @@ def test_unit_damping_converges_faster_and_k1_is_damping_independent():
 
 def test_unrolled_and_neumann_agree_at_an_exact_fixed_point():
     f, params, x, c = tanh_layer(d=16, batch=2)
-    grad = lambda bw: jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, backward=bw, tol=1e-14, max_steps=500, batched=True)))(params)
+    grad = lambda bw: jax.grad(
+        lambda p: jnp.sum(c * ij.fixed_point(f, p, x, backward=bw, tol=1e-14, max_steps=500, batched=True))
+    )(params)
     chex.assert_trees_all_close(grad(ij.PhantomUnroll(k=6, damping=0.7)), grad(ij.PhantomNeumann(k=6, damping=0.7)), atol=1e-10)
 
 

@@ -18,7 +18,9 @@ def grads(f, params, x, c, backward, tol=1e-10, tap=None, solver="broyden"):
     """((d params, d x), BackwardInfo or None) of sum(c * z*)."""
 
     def loss(p, x, tap):
-        return jnp.sum(c * ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=tol, max_steps=200, batched=True, backward_tap=tap))
+        return jnp.sum(
+            c * ij.fixed_point(f, p, x, solver=solver, backward=backward, tol=tol, max_steps=200, batched=True, backward_tap=tap)
+        )
 
     d_params, d_x, info = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, x, tap)
     return (d_params, d_x), info
@@ -52,7 +54,9 @@ def test_linear_map_after_convergence_is_close_to_exact():
     f, params, x, c = linear_problem(d=6)
     u = jnp.linalg.solve(jnp.eye(6) - params["W"].T, c)
     _, exact, _ = linear_closed_form(params, x, c, u)
-    shine = jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, solver=ij.Broyden(memory=50), backward="shine", tol=1e-13, max_steps=100)))(params)
+    shine = jax.grad(
+        lambda p: jnp.sum(c * ij.fixed_point(f, p, x, solver=ij.Broyden(memory=50), backward="shine", tol=1e-13, max_steps=100))
+    )(params)
     assert tree_cosine(shine, exact) > 0.9
 
 
@@ -64,8 +68,11 @@ def test_anderson_with_memory_above_the_dimension_is_exact_on_a_linear_map():
     _, exact, _ = linear_closed_form(params, x, c, u)
     solver = ij.Anderson(memory=8, regularization=0.0)
     z0 = jax.random.normal(jax.random.key(3), (6,), jnp.float64)  # a generic start, so the iterates explore every direction
-    shine = jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, z0=z0, solver=solver, backward="shine", tol=1e-13,
-                                                        stop_mode="abs", max_steps=7)))(params)
+    shine = jax.grad(
+        lambda p: jnp.sum(
+            c * ij.fixed_point(f, p, x, z0=z0, solver=solver, backward="shine", tol=1e-13, stop_mode="abs", max_steps=7)
+        )
+    )(params)
     chex.assert_trees_all_close(shine, exact, rtol=1e-6)
 
 
@@ -85,16 +92,19 @@ def test_shine_on_anderson_takes_every_state_type(batched):
 
     def loss(p, x, backward):
         z = ij.fixed_point(f, p, x, z0=z0, solver="anderson", backward=backward, tol=1e-10, max_steps=100, batched=batched)
-        return sum(jnp.sum(leaf ** 2) for leaf in z)
+        return sum(jnp.sum(leaf**2) for leaf in z)
 
     shine = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(params, x, "shine")
     exact = jax.grad(loss, argnums=(0, 1))(params, x, "implicit")
     chex.assert_trees_all_equal_structs(shine, exact)
     assert tree_cosine(shine, exact) > 0.9
     if batched:  # each sample has its own history: vmap over single samples gives the batched gradient
+
         def single(p, xi):
-            z = ij.fixed_point(f, p, xi, z0=(jnp.zeros(4), jnp.zeros(3)), solver="anderson", backward="shine", tol=1e-10, max_steps=100)
-            return sum(jnp.sum(leaf ** 2) for leaf in z)
+            z = ij.fixed_point(
+                f, p, xi, z0=(jnp.zeros(4), jnp.zeros(3)), solver="anderson", backward="shine", tol=1e-10, max_steps=100
+            )
+            return sum(jnp.sum(leaf**2) for leaf in z)
 
         per_sample = jax.vmap(jax.grad(single), in_axes=(None, 0))(params, x)
         chex.assert_trees_all_close(jax.tree_util.tree_map(lambda g: g.sum(0), per_sample), shine[0], rtol=1e-6, atol=1e-12)

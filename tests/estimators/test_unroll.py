@@ -22,7 +22,9 @@ def test_linear_map_matches_closed_form(solver):
 def test_gradient_reaches_z0_only_when_unconverged():
     f, params, x, c = tanh_layer(d=8, batch=2)
     z0 = jnp.zeros_like(x)
-    grad_z0 = lambda steps: jax.grad(lambda z0: jnp.sum(c * ij.fixed_point(f, params, x, z0=z0, backward="unroll", tol=1e-14, max_steps=steps, batched=True)))(z0)
+    grad_z0 = lambda steps: jax.grad(
+        lambda z0: jnp.sum(c * ij.fixed_point(f, params, x, z0=z0, backward="unroll", tol=1e-14, max_steps=steps, batched=True))
+    )(z0)
     assert np.linalg.norm(grad_z0(2)) > 1e-2
     assert np.linalg.norm(grad_z0(200)) < 1e-10
 
@@ -33,7 +35,9 @@ def test_line_search_cannot_be_unrolled():
         ij.fixed_point(f, params, x, solver=ij.Broyden(line_search=True), backward="unroll")
 
 
-@pytest.mark.parametrize("solver", ["fixed_point_iteration", ij.Anderson(memory=3), ij.Broyden(memory=8)], ids=["fpi", "anderson", "broyden"])  # small memories compile faster
+@pytest.mark.parametrize(
+    "solver", ["fixed_point_iteration", ij.Anderson(memory=3), ij.Broyden(memory=8)], ids=["fpi", "anderson", "broyden"]
+)  # small memories compile faster
 @pytest.mark.parametrize("max_steps", [3, 60])  # stopped by the cap (z0 matters) and converged
 def test_replay_equals_autodiff_through_the_scan(solver, max_steps):
     f, params, x, c = tanh_layer(d=8, batch=3)
@@ -41,7 +45,12 @@ def test_replay_equals_autodiff_through_the_scan(solver, max_steps):
 
     def grads(replay):
         def loss(p, x, z0):
-            return jnp.sum(c * ij.fixed_point(f, p, x, z0=z0, solver=solver, backward=ij.Unroll(replay=replay), tol=1e-10, max_steps=max_steps, batched=True))
+            return jnp.sum(
+                c
+                * ij.fixed_point(
+                    f, p, x, z0=z0, solver=solver, backward=ij.Unroll(replay=replay), tol=1e-10, max_steps=max_steps, batched=True
+                )
+            )
 
         return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, x, z0)
 

@@ -70,10 +70,15 @@ def test_compared_estimators_take_options_and_bad_ones_are_named():
     config = load(BILEVEL_CONFIGS[1])  # logreg_ho
     config.backwards = "implicit:max_steps=50,neumann:k=40:step_size=0.5"
     validate_bilevel_config(config)
-    assert argmin_backwards(config.backwards) == {"implicit:max_steps=50": ij.ArgminImplicit(max_steps=50),
-                                                  "neumann:k=40:step_size=0.5": ij.ArgminNeumann(k=40, step_size=0.5)}
+    assert argmin_backwards(config.backwards) == {
+        "implicit:max_steps=50": ij.ArgminImplicit(max_steps=50),
+        "neumann:k=40:step_size=0.5": ij.ArgminNeumann(k=40, step_size=0.5),
+    }
     config.backwards = "implicit,neumann:kk=40"
-    with pytest.raises(ValueError, match=r"backwards: entry 'neumann:kk=40': argmin backward 'neumann' has no option 'kk'. Options of 'neumann' \(with defaults\): k=20"):
+    with pytest.raises(
+        ValueError,
+        match=r"backwards: entry 'neumann:kk=40': argmin backward 'neumann' has no option 'kk'. Options of 'neumann' \(with defaults\): k=20",
+    ):
         validate_bilevel_config(config)
     schedules = load(BILEVEL_CONFIGS[2])
     assert unrolled_methods(schedules.methods)["fg2u:num_directions=8"] == ij.FG2U(num_directions=8)

@@ -19,9 +19,11 @@ def test_flagging_scores():
 def _synthetic(seed=0, n=300, d=20):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(10, d)) * 3
+
     def draw(m):
         y = rng.integers(0, 10, m)
         return (centers[y] + rng.normal(size=(m, d))).astype(np.float32), y.astype(np.int32)
+
     x, y = draw(n)
     noisy, corrupted = H.corrupt_labels(y, 0.5, 10, seed)
     xv, yv = draw(200)

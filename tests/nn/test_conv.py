@@ -31,8 +31,9 @@ def test_conv_same_second_order_matches_reference():
     def penalty(conv, k):  # a Jacobian-regulariser-like term: grad of a VJP norm
         return jnp.sum(jax.vjp(lambda z: jnp.tanh(conv(z, k)), x)[1](jnp.ones_like(x))[0] ** 2)
 
-    chex.assert_trees_all_close(jax.grad(lambda k: penalty(conv_same, k))(k),
-                                jax.grad(lambda k: penalty(reference, k))(k), rtol=1e-10)
+    chex.assert_trees_all_close(
+        jax.grad(lambda k: penalty(conv_same, k))(k), jax.grad(lambda k: penalty(reference, k))(k), rtol=1e-10
+    )
 
 
 def test_conv_same_rejects_even_kernels():

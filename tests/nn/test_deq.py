@@ -6,8 +6,8 @@ import pytest
 from flax import nnx
 
 import implicit_jax as ij
-from implicit_jax.testing import tree_cosine
 from implicit_jax.nn import DEQ, MLPCell, unrolled
+from implicit_jax.testing import tree_cosine
 
 
 def make(backward="implicit", **kw):
@@ -37,8 +37,7 @@ def test_implicit_gradient_matches_finite_differences_in_the_cell_kernel():
     deq, x = make()
     loss, state = loss_of(deq, x)
     grads = jax.grad(loss)(state)
-    direction = jax.tree_util.tree_map(lambda g: jnp.asarray(np.random.default_rng(1).standard_normal(g.shape), g.dtype),
-                                       grads)
+    direction = jax.tree_util.tree_map(lambda g: jnp.asarray(np.random.default_rng(1).standard_normal(g.shape), g.dtype), grads)
     eps = 1e-2
     plus = loss(jax.tree_util.tree_map(lambda p, d: p + eps * d, state, direction))
     minus = loss(jax.tree_util.tree_map(lambda p, d: p - eps * d, state, direction))
@@ -108,10 +107,13 @@ class NormCell(nnx.Module):
 
 
 @pytest.mark.filterwarnings("ignore:scatter inputs have incompatible types:FutureWarning")  # BatchNorm under float64
-@pytest.mark.parametrize("stateful, names", [
-    ("batchnorm", "norm.mean, norm.var"),
-    ("dropout", "dropout.rngs.count"),
-])
+@pytest.mark.parametrize(
+    "stateful, names",
+    [
+        ("batchnorm", "norm.mean, norm.var"),
+        ("dropout", "dropout.rngs.count"),
+    ],
+)
 @pytest.mark.parametrize("unrolled_steps", [None, 3])
 def test_a_cell_that_updates_its_own_state_is_rejected_naming_the_variables(stateful, names, unrolled_steps):
     # Left unchecked these run silently: the solver's copies of the cell take the updates, so
@@ -126,9 +128,11 @@ def test_a_cell_that_updates_its_own_state_is_rejected_naming_the_variables(stat
 
 def test_the_same_layers_in_inference_mode_are_accepted_and_differentiable():
     rngs = nnx.Rngs(1)
-    deq = DEQ(NormCell(nnx.BatchNorm(4, use_running_average=True, rngs=rngs), nnx.Dropout(0.5, deterministic=True, rngs=rngs)), tol=1e-6)
+    deq = DEQ(
+        NormCell(nnx.BatchNorm(4, use_running_average=True, rngs=rngs), nnx.Dropout(0.5, deterministic=True, rngs=rngs)), tol=1e-6
+    )
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4)), jnp.float32)
-    z, info = deq(x)
+    _z, info = deq(x)
     assert bool(jnp.all(info.converged))
     graphdef, params, rest = nnx.split(deq, nnx.Param, ...)  # the dropout layer keeps an (integer) RNG count
     grads = jax.grad(lambda p: jnp.sum(jnp.sin(nnx.merge(graphdef, p, rest)(x)[0])))(params)

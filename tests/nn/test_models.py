@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from implicit_jax.nn import ConvDEQ, DEQMLP
+from implicit_jax.nn import DEQMLP, ConvDEQ
 
 
 def test_conv_deq_shapes_convergence_and_finite_gradients():
@@ -47,9 +47,9 @@ def test_deq_mlp_in_bfloat16_solves_in_bfloat16_and_keeps_float32_parameters_and
 
         def loss(p, graphdef=graphdef):
             out = nnx.merge(graphdef, p)(x)
-            return jnp.mean(out.logits ** 2), out
+            return jnp.mean(out.logits**2), out
 
-        (value, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        (_value, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
         assert out.logits.dtype == jnp.float32 and bool(jnp.all(out.info.converged))
         assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
         outputs[dtype] = (out.logits, jnp.concatenate([jnp.ravel(g) for g in jax.tree_util.tree_leaves(grads)]))

@@ -15,8 +15,9 @@ def test_hutchinson_penalty_is_unbiased_for_the_frobenius_norm():
     probes = 4000
     estimate = jacobian_frobenius_penalty(fn, z, jax.random.key(0), num_probes=probes)
     # each per-sample probe term ||e^T J||^2 has variance 2 ||J^T J||_F^2; the standard error follows
-    per_sample_var = np.mean([2 * np.sum((lambda j: j @ j.T)(np.asarray(jax.jacobian(lambda v: jnp.tanh(w @ v))(zi))) ** 2)
-                              for zi in z])
+    per_sample_var = np.mean(
+        [2 * np.sum((lambda j: j @ j.T)(np.asarray(jax.jacobian(lambda v: jnp.tanh(w @ v))(zi))) ** 2) for zi in z]
+    )
     stderr = np.sqrt(per_sample_var / (probes * 4)) / 6
     assert abs(float(estimate) - exact) < 5 * stderr
 

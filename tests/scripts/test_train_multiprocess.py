@@ -32,10 +32,21 @@ def start(workdir, num_processes, *extra, devices_per_process=1):
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
     processes = []
     for index in range(num_processes):
-        flags = [] if num_processes == 1 else [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
-                                              f"--process_id={index}"]
-        processes.append(subprocess.Popen([sys.executable, "scripts/train.py", *SMOKE, "--workdir", str(workdir), *flags, *extra],
-                                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        flags = (
+            []
+            if num_processes == 1
+            else [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}", f"--process_id={index}"]
+        )
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "scripts/train.py", *SMOKE, "--workdir", str(workdir), *flags, *extra],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return processes
 
 
@@ -96,7 +107,9 @@ def test_two_processes_reach_the_single_process_parameters_and_write_each_record
     steps = [r["step"] for r in records(tmp_path) if "loss" in r]
     assert steps == sorted(set(steps)) and len(records(tmp_path)) == len(records(single))
     evaluation = [r for r in records(tmp_path) if "test_accuracy" in r]
-    assert evaluation[-1]["test_accuracy"] == pytest.approx([r for r in records(single) if "test_accuracy" in r][-1]["test_accuracy"], abs=0.02)
+    assert evaluation[-1]["test_accuracy"] == pytest.approx(
+        [r for r in records(single) if "test_accuracy" in r][-1]["test_accuracy"], abs=0.02
+    )
 
 
 def test_two_processes_resume_after_a_kill(single, tmp_path):
@@ -148,11 +161,30 @@ def test_sigterm_to_one_process_stops_both_at_one_step_with_a_checkpoint(tmp_pat
 def test_compare_backward_on_two_processes(tmp_path):
     port = free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    processes = [subprocess.Popen([sys.executable, "scripts/compare_backward.py", "--config", "configs/smoke.py", "--workdir",
-                                   str(tmp_path), "--backwards=implicit,phantom_unroll:k=2", "--repeats=1",
-                                   "--config.num_epochs=0.5", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                                   f"--process_id={index}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for index in range(2)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "scripts/compare_backward.py",
+                "--config",
+                "configs/smoke.py",
+                "--workdir",
+                str(tmp_path),
+                "--backwards=implicit,phantom_unroll:k=2",
+                "--repeats=1",
+                "--config.num_epochs=0.5",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={index}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
     outputs = finish(processes)
     assert [code for code, _, _ in outputs] == [0, 0], [err[-3000:] for _, _, err in outputs]
     assert "step/implicit" in outputs[0][1] and "step/implicit" not in outputs[1][1]

@@ -36,6 +36,8 @@ MINIMIZERS = [LBFGS(), LBFGS(memory=3), OptaxMinimizer(optax.sgd(0.2, momentum=0
 def name_of(solver) -> str:
     """A test id that is the same in every worker (an Optax optimizer's repr holds addresses)."""
     return type(solver).__name__ if isinstance(solver, OptaxMinimizer) else repr(solver)
+
+
 BATCH, N = 3, 5
 
 
@@ -61,7 +63,9 @@ def test_fixed_point_solvers_converge_per_sample_under_jit(solver, dtype):
     assert z.dtype == dtype and info.abs_residual.shape == info.converged.shape == (BATCH,)
     assert bool(jnp.all(info.converged)) and 1 <= int(info.steps) <= criterion.max_steps
     assert int(info.num_fn_evals) >= int(info.steps) + 1
-    chex.assert_trees_all_close(z, expected, rtol=1e-4 if dtype == jnp.float32 else 1e-8, atol=1e-4 if dtype == jnp.float32 else 1e-9)
+    chex.assert_trees_all_close(
+        z, expected, rtol=1e-4 if dtype == jnp.float32 else 1e-8, atol=1e-4 if dtype == jnp.float32 else 1e-9
+    )
 
 
 @pytest.mark.parametrize("solver", FIXED_POINT_SOLVERS, ids=name_of)
@@ -106,7 +110,9 @@ def test_minimizers_find_the_minimum_of_a_quadratic_under_jit(minimizer, dtype):
     c = jnp.arange(1.0, N + 1.0, dtype=dtype)
     value_and_grad = jax.value_and_grad(lambda w: 0.5 * w @ a @ w - c @ w)
     tol = 1e-4 if dtype == jnp.float32 else 1e-9
-    w, info, _ = jax.jit(lambda w0: minimize(minimizer, value_and_grad, w0, StopCriterion(tol=tol, max_steps=2000)))(jnp.zeros(N, dtype))
+    w, info, _ = jax.jit(lambda w0: minimize(minimizer, value_and_grad, w0, StopCriterion(tol=tol, max_steps=2000)))(
+        jnp.zeros(N, dtype)
+    )
     assert w.dtype == dtype and bool(info.converged)
     chex.assert_trees_all_close(w, jnp.linalg.solve(a, c), rtol=1e-3 if dtype == jnp.float32 else 1e-7)
 

@@ -41,7 +41,7 @@ A = jnp.array([[0.5, 0.2], [0.1, 0.4]], jnp.float32)  # contraction with its fix
 
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_a_fixed_point_at_zero_meets_mixed_but_never_rel(solver):
-    fn = lambda z: z @ A.T  # noqa: E731
+    fn = lambda z: z @ A.T
     z0 = jnp.ones((1, 2), jnp.float32)
     z, info, _ = iterate(SOLVERS[solver](), fn, z0, StopCriterion(tol=1e-5, max_steps=40, stop_mode="mixed", atol=1e-7))
     assert bool(info.converged[0]) and float(info.abs_residual[0]) <= 1e-7 + 1e-5 * float(jnp.linalg.norm(fn(z)))
@@ -55,7 +55,7 @@ def test_a_fixed_point_at_zero_meets_mixed_but_never_rel(solver):
 def test_linear_solvers_with_a_zero_right_hand_side_need_mixed(linear_solver):
     # b = 0: "rel" asks for ||Mx|| <= 0, met only by an exact zero; "mixed" stops at atol.
     m = jnp.array([[2.0, 0.5], [0.5, 1.0]])
-    matvec = lambda x: x @ m.T  # noqa: E731
+    matvec = lambda x: x @ m.T
     b, x0 = jnp.zeros((1, 2)), jnp.ones((1, 2))
     if isinstance(linear_solver, CG):
         b, x0, matvec = b[0], x0[0], (lambda x: m @ x)
@@ -67,8 +67,9 @@ def test_linear_solvers_with_a_zero_right_hand_side_need_mixed(linear_solver):
 
 def test_mixed_mode_gives_the_exact_gradient_through_the_adjoint():
     b = jnp.array([1.0, -2.0], jnp.float64)
-    solve = lambda b: ij.fixed_point(lambda b, z, x: z @ A.T.astype(b.dtype) + b, b, (), z0=jnp.zeros(2, b.dtype),  # noqa: E731
-                                     stop_mode="mixed", tol=1e-8, atol=1e-10)
+    solve = lambda b: ij.fixed_point(
+        lambda b, z, x: z @ A.T.astype(b.dtype) + b, b, (), z0=jnp.zeros(2, b.dtype), stop_mode="mixed", tol=1e-8, atol=1e-10
+    )
     expected = np.linalg.inv(np.eye(2) - np.asarray(A, np.float64))
     np.testing.assert_allclose(jax.jacrev(solve)(b), expected, rtol=1e-6)
 
@@ -77,7 +78,7 @@ def test_divergence_ratio_stops_a_diverging_sample_early_and_leaves_the_others()
     from implicit_jax.solvers import FixedPointIteration
 
     scale = jnp.array([[0.5], [2.0]], jnp.float32)  # row 0 contracts, row 1 doubles its residual per step
-    fn = lambda z: scale * z + 1.0  # noqa: E731
+    fn = lambda z: scale * z + 1.0
     z0 = jnp.zeros((2, 3), jnp.float32)
     _, info, _ = iterate(FixedPointIteration(), fn, z0, StopCriterion(tol=1e-6, max_steps=60, divergence_ratio=1e3))
     assert info.converged.tolist() == [True, False]

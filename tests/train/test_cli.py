@@ -39,16 +39,18 @@ def test_process_options_must_come_together_and_make_sense():
         initialize_distributed("localhost", 2, 0)
 
 
-@pytest.mark.parametrize("error, status, message", [
-    (RunInterrupted("interrupted (SIGINT) after step 3", 3, 2), 130, "interrupted (SIGINT) after step 3"),
-    (RunInterrupted("interrupted (SIGTERM) after step 3", 3, 15), 143, "interrupted (SIGTERM) after step 3"),
-    (NonFiniteError("training stopped at step 2"), "error: training stopped at step 2", None),
-    (ValueError("bad workdir"), "error: bad workdir", None),
-])
+@pytest.mark.parametrize(
+    "error, status, message",
+    [
+        (RunInterrupted("interrupted (SIGINT) after step 3", 3, 2), 130, "interrupted (SIGINT) after step 3"),
+        (RunInterrupted("interrupted (SIGTERM) after step 3", 3, 15), 143, "interrupted (SIGTERM) after step 3"),
+        (NonFiniteError("training stopped at step 2"), "error: training stopped at step 2", None),
+        (ValueError("bad workdir"), "error: bad workdir", None),
+    ],
+)
 def test_run_errors_become_one_line_and_an_exit_status(error, status, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        with exit_on_run_errors():
-            raise error
+    with pytest.raises(SystemExit) as exit_info, exit_on_run_errors():
+        raise error
     assert exit_info.value.code == status
     if message:
         assert capsys.readouterr().err.strip() == message

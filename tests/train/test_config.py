@@ -6,9 +6,15 @@ import ml_collections
 import pytest
 from flax import nnx
 
-from implicit_jax.nn import ConvDEQ, DEQMLP
 import implicit_jax as ij
-from implicit_jax.train.config import base_config, estimator_from_config, model_from_config, optimizer_from_config, validate_config
+from implicit_jax.nn import DEQMLP, ConvDEQ
+from implicit_jax.train.config import (
+    base_config,
+    estimator_from_config,
+    model_from_config,
+    optimizer_from_config,
+    validate_config,
+)
 
 # Training configs; the bi-level ones (configs/bilevel_*.py) have their own schemas (tests/examples/test_config.py).
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.py") if not p.stem.startswith("bilevel_"))
@@ -80,7 +86,9 @@ def test_solver_and_backward_options_configure_the_objects():
 def test_an_option_of_another_estimator_is_refused_with_the_valid_ones():
     config = base_config()
     config.backward_options = dict(k=3)  # backward is 'implicit', which has no k
-    with pytest.raises(ValueError, match=r"backward 'implicit' has no option 'k'. Options of 'implicit' \(with defaults\): solver='anderson'"):
+    with pytest.raises(
+        ValueError, match=r"backward 'implicit' has no option 'k'. Options of 'implicit' \(with defaults\): solver='anderson'"
+    ):
         validate_config(config)
     config = base_config()
     config.solver, config.solver_options = "broyden", dict(memory=-1)

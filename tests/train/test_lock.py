@@ -30,9 +30,8 @@ def test_a_live_run_holds_the_workdir_until_it_ends(tmp_path):
 
 def test_a_stale_or_unreadable_lock_is_taken_over_with_a_warning(tmp_path):
     write_lock(tmp_path, pid=dead_pid(), host=socket.gethostname(), started="earlier")
-    with pytest.warns(RuntimeWarning, match="taking over a stale lock of PID"):
-        with RunLock(str(tmp_path)):
-            assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    with pytest.warns(RuntimeWarning, match="taking over a stale lock of PID"), RunLock(str(tmp_path)):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     (tmp_path / LOCK_NAME).write_text('{"pid": 12')  # torn
     with pytest.warns(RuntimeWarning, match="taking over an unreadable lock"):
         RunLock(str(tmp_path)).acquire()

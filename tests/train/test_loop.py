@@ -9,16 +9,30 @@ import orbax.checkpoint as ocp
 import pytest
 
 from implicit_jax.train import Checkpointer, base_config, fit, read_metrics
+from implicit_jax.train.data import synthetic
 from implicit_jax.train.health import NonFiniteError
 from implicit_jax.train.lock import RunLockedError
 from implicit_jax.train.loop import RunInterrupted
-from implicit_jax.train.data import synthetic
 
 
 def smoke_config(**overrides):
     config = base_config()
-    config.update(dict(dataset="synthetic", width=16, batch_size=32, num_epochs=1.0, log_every=2, checkpoint_every=4,
-                       eval_every=8, eval_batch_size=64, jac_reg_weight=0.1, learning_rate=1e-2, warmup_steps=3, warmup_unrolled_steps=3))
+    config.update(
+        dict(
+            dataset="synthetic",
+            width=16,
+            batch_size=32,
+            num_epochs=1.0,
+            log_every=2,
+            checkpoint_every=4,
+            eval_every=8,
+            eval_batch_size=64,
+            jac_reg_weight=0.1,
+            learning_rate=1e-2,
+            warmup_steps=3,
+            warmup_unrolled_steps=3,
+        )
+    )
     config.update(overrides)
     return config
 
@@ -41,7 +55,7 @@ def test_fit_learns_and_writes_metrics_plots_and_checkpoints(tmp_path):
     assert {"forward_steps", "forward_residual", "backward_steps", "jacobian_penalty"} <= set(train[-1])
     assert (tmp_path / "loss.png").exists() and (tmp_path / "accuracy.png").exists()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["44", "48"]
-    assert json.load(open(tmp_path / "config.json"))["width"] == 16
+    assert json.loads((tmp_path / "config.json").read_text())["width"] == 16
     # both steps (warm-up and train) are compiled before the clock starts: the first window is no compile
     assert records[0]["event"] == "compiled" and records[0]["compile_seconds"] > 0
     assert train[0]["time"] < records[0]["compile_seconds"] / 2
@@ -94,7 +108,9 @@ def checkpoint_steps(workdir):
 
 def test_a_diverging_run_stops_naming_the_step_and_never_saves_non_finite_state(tmp_path):
     config = smoke_config(learning_rate=1e30, schedule="constant", optimizer="sgd", warmup_steps=0)
-    with pytest.raises(NonFiniteError, match=r"training stopped at step (\d+): non-finite .*gradient in \d+ of \d+ arrays") as error:
+    with pytest.raises(
+        NonFiniteError, match=r"training stopped at step (\d+): non-finite .*gradient in \d+ of \d+ arrays"
+    ) as error:
         fit(config, str(tmp_path), dataset=DATA, progress=False)
     bad_step = int(error.value.args[0].split("step ")[1].split(":")[0])
     assert checkpoint_steps(tmp_path)[-1] == bad_step - 1  # the last good step, checkpointed on the way out
@@ -114,13 +130,24 @@ def test_skip_drops_the_batches_that_hold_a_nan_and_finishes(tmp_path):
     assert 1 <= len(events) <= 2 and result.test_accuracy > 0.5
     assert all(np.all(np.isfinite(leaf)) for leaf in leaves(result.state.params))
     with pytest.raises(NonFiniteError, match=r"after 0 recoveries \(skip\)"):
-        fit(smoke_config(nonfinite_policy="skip", max_nonfinite=0, warmup_steps=0), str(tmp_path / "strict"),
-            dataset=DATA._replace(train_images=images), progress=False)
+        fit(
+            smoke_config(nonfinite_policy="skip", max_nonfinite=0, warmup_steps=0),
+            str(tmp_path / "strict"),
+            dataset=DATA._replace(train_images=images),
+            progress=False,
+        )
 
 
 def test_rollback_returns_to_the_checkpoint_with_a_lower_learning_rate(tmp_path):
-    config = smoke_config(learning_rate=1e30, schedule="constant", optimizer="sgd", warmup_steps=0,
-                          nonfinite_policy="rollback", max_nonfinite=5, rollback_lr_factor=1e-10)
+    config = smoke_config(
+        learning_rate=1e30,
+        schedule="constant",
+        optimizer="sgd",
+        warmup_steps=0,
+        nonfinite_policy="rollback",
+        max_nonfinite=5,
+        rollback_lr_factor=1e-10,
+    )
     with pytest.warns(RuntimeWarning, match="rolled back to the checkpoint of step 0"):
         result = fit(config, str(tmp_path), dataset=DATA, progress=False)
     rollbacks = [r for r in read_metrics(result.metrics_path) if r.get("event") == "rollback"]
@@ -145,7 +172,12 @@ def test_ctrl_c_checkpoints_marks_the_partial_window_and_resume_keeps_the_clock(
     time_at_4 = next(r["time"] for r in records if r["step"] == 4 and "loss" in r)
     result = fit(config, str(tmp_path), dataset=DATA, progress=False, resume=True)
     resumed = [r for r in read_metrics(result.metrics_path) if "loss" in r]
-    assert [r["step"] for r in resumed][:4] == [2, 4, 5, 6] and [r.get("partial") for r in resumed[:4]] == [None, None, True, None]
+    assert [r["step"] for r in resumed][:4] == [2, 4, 5, 6] and [r.get("partial") for r in resumed[:4]] == [
+        None,
+        None,
+        True,
+        None,
+    ]
     assert resumed[3]["time"] > time_at_4 and result.train_seconds > time_at_4  # the clock continued
 
 

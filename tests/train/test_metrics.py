@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ def test_writer_drops_records_past_the_resume_step_and_plots(tmp_path):
     assert read_metrics(path)[0]["bad"] is None
     MetricsWriter(path, resume_step=3).write({"step": 4, "time": 0.4, "loss": 0.2, "accuracy": 0.5})
     assert [r["step"] for r in read_metrics(path)] == [1, 2, 3, 4]
-    assert all(json.loads(line) for line in open(path))
+    assert all(json.loads(line) for line in Path(path).read_text().splitlines())
     written = plot_metrics(path, str(tmp_path))
     assert [p.rsplit("/", 1)[-1] for p in written] == ["loss.png", "accuracy.png"]
     MetricsWriter(path)  # a fresh run starts a fresh file

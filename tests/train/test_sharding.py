@@ -26,8 +26,14 @@ np.savez(sys.argv[2], *[np.asarray(l) for l in jax.tree_util.tree_leaves(result.
 def run(tmp_path, devices):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
     out = tmp_path / f"params{devices}.npz"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / f"run{devices}"), str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / f"run{devices}"), str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"devices {devices}" in proc.stdout
     return np.load(out)

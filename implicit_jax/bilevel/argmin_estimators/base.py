@@ -16,7 +16,8 @@ the mixed second-derivative pull-back) as what the rule sees.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +57,7 @@ class ArgminProblem(NamedTuple):
             opa = OuterAwareness(jax.grad(lambda w: outer_fn(w, outer_consts)), every)
         return minimize(minimizer, self.value_and_grad(theta), w0, criterion, opa=opa, unrolled=unrolled)
 
-    def backward_context(self, minimizer, criterion, inputs, w, state, want_info) -> "ArgminContext":
+    def backward_context(self, minimizer, criterion, inputs, w, state, want_info) -> ArgminContext:
         return ArgminContext(self, minimizer, criterion, inputs, w, state, want_info)
 
 

@@ -17,7 +17,7 @@ from implicit_jax.bilevel.argmin_estimators.base import AbstractArgminBackward, 
 DEFAULT_CG_STEPS = 100
 
 
-def implicit_rule(config: "ArgminImplicit", ctx, v):
+def implicit_rule(config: ArgminImplicit, ctx, v):
     """:math:`u = H^{-1} v` by CG from zero."""
     tol = ctx.criterion.tol if config.tol is None else config.tol
     u, info = ctx.cg(v, jnp.zeros_like(v), tol, config.max_steps)

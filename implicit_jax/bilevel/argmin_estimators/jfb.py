@@ -12,7 +12,7 @@ from implicit_jax.adjoint import custom_root
 from implicit_jax.bilevel.argmin_estimators.base import AbstractArgminBackward
 
 
-def jfb_rule(config: "ArgminJFB", ctx, v):
+def jfb_rule(config: ArgminJFB, ctx, v):
     """:math:`u = v`."""
     return ctx.pull(v), ctx.info_without_solve(v, v)
 

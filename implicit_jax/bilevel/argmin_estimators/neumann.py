@@ -15,7 +15,7 @@ from implicit_jax.adjoint import custom_root
 from implicit_jax.bilevel.argmin_estimators.base import AbstractArgminBackward, check_int_option
 
 
-def neumann_rule(config: "ArgminNeumann", ctx, v):
+def neumann_rule(config: ArgminNeumann, ctx, v):
     """Eq. 9, accumulated term by term."""
 
     def term(_, carry):

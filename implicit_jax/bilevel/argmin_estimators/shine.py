@@ -20,7 +20,7 @@ from implicit_jax.bilevel.argmin_estimators.base import AbstractArgminBackward, 
 from implicit_jax.bilevel.argmin_estimators.implicit import DEFAULT_CG_STEPS
 
 
-def shine_rule(config: "ArgminShine", ctx, v):
+def shine_rule(config: ArgminShine, ctx, v):
     """:math:`u = B v`, then ``refine`` CG steps and the ``fallback`` check if asked."""
     u = qn.lbfgs_inverse_hvp(ctx.solver_state.memory, v)
     tol = ctx.criterion.tol if config.refine_tol is None else config.refine_tol

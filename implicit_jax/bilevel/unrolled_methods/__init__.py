@@ -10,12 +10,12 @@ from implicit_jax.bilevel.unrolled_methods.truncated import Truncated
 UNROLLED_METHODS = {"reverse": Reverse, "truncated": Truncated, "fds": FDS, "fg2u": FG2U}
 
 __all__ = [
-    "AbstractUnrolledMethod",
     "FDS",
     "FG2U",
+    "UNROLLED_METHODS",
+    "AbstractUnrolledMethod",
     "Reverse",
     "Truncated",
-    "UNROLLED_METHODS",
     "UnrolledProblem",
     "directional_derivatives",
     "shared_index",

@@ -10,7 +10,8 @@ methods (FDS's basis directions, (FG)²U's random ones) can ``vmap`` over them.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,9 @@ class UnrolledProblem(NamedTuple):
         return self.outer_loss(self.run(hparams, state0, 0, self.num_steps), hparams)
 
 
-def directional_derivatives(problem: UnrolledProblem, h_flat: jax.Array, state0: PyTree, directions: jax.Array, chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+def directional_derivatives(
+    problem: UnrolledProblem, h_flat: jax.Array, state0: PyTree, directions: jax.Array, chunk_size: int | None = None
+) -> tuple[jax.Array, jax.Array]:
     """:math:`(F(\\varphi), [\\nabla F \\cdot v_i]_i)` for the rows :math:`v_i` of ``directions``, by forward mode.
 
     One ``jax.jvp`` through the whole unrolled training per direction: the state's tangent
@@ -73,9 +76,10 @@ class AbstractUnrolledMethod(abc.ABC):
     #: whether the method draws random directions (and so needs ``key``).
     needs_key: bool = False
 
-    def check(self, num_steps: int, num_hparams: int) -> None:
+    def check(self, num_steps: int, num_hparams: int) -> None:  # noqa: B027 (optional hook; default: no constraint)
         """Raise if the method cannot run on this horizon / number of hyperparameters."""
 
     @abc.abstractmethod
-    def value_and_grad(self, problem: UnrolledProblem, h_flat: jax.Array, state0: PyTree, key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-        ...
+    def value_and_grad(
+        self, problem: UnrolledProblem, h_flat: jax.Array, state0: PyTree, key: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]: ...

@@ -45,6 +45,7 @@ def shared_schedule(values, t: jax.Array, num_steps: int):
 
         lr = shared_schedule(hparams["log_lr"], t, num_steps)  # shape (K,) -> scalar
     """
+
     def pick(leaf):
         leaf = jnp.asarray(leaf)
         return leaf[shared_index(t, leaf.shape[0], num_steps)]

@@ -31,7 +31,9 @@ class Truncated(AbstractUnrolledMethod):
 
     def check(self, num_steps, num_hparams):
         if self.k > num_steps:
-            raise ValueError(f"Truncated(k={self.k}) differentiates through the last k steps, but num_steps is {num_steps}; use k <= num_steps (k = num_steps is 'reverse').")
+            raise ValueError(
+                f"Truncated(k={self.k}) differentiates through the last k steps, but num_steps is {num_steps}; use k <= num_steps (k = num_steps is 'reverse')."
+            )
 
     def value_and_grad(self, problem, h_flat, state0, key):
         start = problem.num_steps - self.k

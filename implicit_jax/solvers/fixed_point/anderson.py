@@ -29,7 +29,7 @@ is counted in ``SolverInfo.num_fallbacks``. One evaluation of ``f`` per step;
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ class AndersonState(NamedTuple):
     fs: jax.Array  # (batch, m, n) past evaluations f(x_i)
     gs: jax.Array  # (batch, m, n) their residuals g_i = f(x_i) - x_i
     gram: jax.Array  # (batch, m, m) G G^T, kept up to date one row per step
-    count: jax.Array  # (batch,) number of pairs pushed since the last restart
+    count: jax.Array  # type: ignore[assignment]  # (batch,) pairs pushed since the last restart (shadows tuple.count)
     fallbacks: jax.Array  # (batch,) steps whose least squares failed (plain step, history restarted)
 
 
@@ -63,7 +63,9 @@ def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) 
     gs = state.gs.at[rows, target].set(g, mode="drop")
     cross = jnp.einsum("bmn,bn->bm", gs, g, preferred_element_type=state.gram.dtype)
     gram = state.gram.at[rows, target].set(cross, mode="drop").at[rows, :, target].set(cross, mode="drop")
-    return AndersonState(state.fs.at[rows, target].set(fx, mode="drop"), gs, gram, state.count + active.astype(jnp.int32), state.fallbacks)
+    return AndersonState(
+        state.fs.at[rows, target].set(fx, mode="drop"), gs, gram, state.count + active.astype(jnp.int32), state.fallbacks
+    )
 
 
 #: Largest memory solved by the unrolled Cholesky; its compile time grows as ``m^3`` (about 2 s
@@ -100,7 +102,7 @@ def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
         return jnp.linalg.solve(safe, b[..., None])[..., 0], ok
     size = a.shape[-1]
     ok = jnp.ones(a.shape[:-2], bool)
-    chol = {}
+    chol: dict[tuple[int, int], Any] = {}
     for j in range(size):
         pivot = a[..., j, j] - sum(chol[j, k] ** 2 for k in range(j))
         positive = pivot > 0  # false for NaN too
@@ -108,10 +110,10 @@ def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
         chol[j, j] = jnp.sqrt(jnp.where(positive, pivot, 1.0))
         for i in range(j + 1, size):
             chol[i, j] = (a[..., i, j] - sum(chol[i, k] * chol[j, k] for k in range(j))) / chol[j, j]
-    y = []
+    y: list[Any] = []
     for i in range(size):  # L y = b
         y.append((b[..., i] - sum(chol[i, k] * y[k] for k in range(i))) / chol[i, i])
-    x = [None] * size
+    x: Any = [None] * size
     for i in reversed(range(size)):  # L^T x = y
         x[i] = (y[i] - sum(chol[k, i] * x[k] for k in range(i + 1, size))) / chol[i, i]
     x = jnp.stack(x, axis=-1)
@@ -183,7 +185,9 @@ def multisecant_rmatvec(state: AndersonState, v: jax.Array, mixing: float, regul
     diagonal = jnp.diagonal(gram, axis1=-2, axis2=-1)
     normal = dgdg + rho * (jnp.eye(memory, dtype=acc) * diagonal[:, None, :] + g_kk[:, None, None])
     both = differences[:, :, None] & differences[:, None, :]
-    system = jnp.where(both, normal, 0.0) + jnp.eye(memory, dtype=acc) * jnp.where(differences, jnp.finfo(acc).tiny, 1.0)[:, None, :]
+    system = (
+        jnp.where(both, normal, 0.0) + jnp.eye(memory, dtype=acc) * jnp.where(differences, jnp.finfo(acc).tiny, 1.0)[:, None, :]
+    )
     # c_j = (Delta X_j + beta Delta G_j) . v = (f_k - f_j) . v - (1 - beta) (g_k - g_j) . v
     fv = jnp.einsum("bmn,bn->bm", state.fs, v, preferred_element_type=acc)
     gv = jnp.einsum("bmn,bn->bm", state.gs, v, preferred_element_type=acc)
@@ -244,7 +248,11 @@ class Anderson(AbstractFixedPointSolver):
         alpha = jnp.where(ok[:, None], alpha, newest)
         mixed_f = jnp.einsum("bm,bmn->bn", alpha, state.fs, preferred_element_type=alpha.dtype)
         # x_i = f_i - g_i, so beta * sum a f + (1 - beta) * sum a x = sum a f - (1 - beta) * sum a g
-        z_new = mixed_f if self.mixing == 1.0 else mixed_f - (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.gs, preferred_element_type=alpha.dtype)
+        z_new = (
+            mixed_f
+            if self.mixing == 1.0
+            else mixed_f - (1 - self.mixing) * jnp.einsum("bm,bmn->bn", alpha, state.gs, preferred_element_type=alpha.dtype)
+        )
         z_new = z_new.astype(z.dtype)
         fz_new = fn(z_new)
         failed = active & ~ok

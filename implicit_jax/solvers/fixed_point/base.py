@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import abc
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,12 +45,12 @@ class AbstractFixedPointSolver(abc.ABC):
     shares_inverse: bool = False
 
     @abc.abstractmethod
-    def init(self, z: jax.Array, fz: jax.Array) -> Any:
-        ...
+    def init(self, z: jax.Array, fz: jax.Array) -> Any: ...
 
     @abc.abstractmethod
-    def step(self, fn: FlatFn, z: jax.Array, fz: jax.Array, state: Any, active: jax.Array) -> tuple[jax.Array, jax.Array, Any, int | jax.Array]:
-        ...
+    def step(
+        self, fn: FlatFn, z: jax.Array, fz: jax.Array, state: Any, active: jax.Array
+    ) -> tuple[jax.Array, jax.Array, Any, int | jax.Array]: ...
 
     def num_fallbacks(self, state: Any, batch: int) -> jax.Array:
         """Per sample, the steps so far in which the solver fell back to a plain fixed-point step."""
@@ -60,7 +61,7 @@ class AbstractFixedPointSolver(abc.ABC):
         """:math:`H^\\top v` per sample, :math:`H \\approx (J - I)^{-1}` the estimate in the final ``state``."""
         raise NotImplementedError(f"{type(self).__name__} keeps no inverse-Jacobian estimate (shares_inverse is False).")
 
-    def adjoint_refinement(self, state: Any) -> tuple["AbstractFixedPointSolver", Callable | None]:
+    def adjoint_refinement(self, state: Any) -> tuple[AbstractFixedPointSolver, Callable | None]:
         """``(solver, init)`` for adjoint steps after a SHINE estimate: by default this solver from a fresh history."""
         del state
         return self, None
@@ -123,7 +124,11 @@ class IterationCarry(NamedTuple):
 
 
 def initial_carry(
-    solver: AbstractFixedPointSolver, fn: FlatFn, z0: jax.Array, criterion: StopCriterion, init: Callable[[jax.Array, jax.Array], Any] | None = None
+    solver: AbstractFixedPointSolver,
+    fn: FlatFn,
+    z0: jax.Array,
+    criterion: StopCriterion,
+    init: Callable[[jax.Array, jax.Array], Any] | None = None,
 ) -> IterationCarry:
     """The carry before the first step: one evaluation of ``fn`` at ``z0`` and the solver's memory."""
     fz0 = fn(z0)
@@ -140,7 +145,9 @@ def iteration_step(solver: AbstractFixedPointSolver, fn: FlatFn, criterion: Stop
     m_new, m_best = stop_metric(criterion, abs_res, rel_res), stop_metric(criterion, c.best_abs, c.best_rel)
     finite = jnp.isfinite(abs_res)
     better = c.active & ((m_new < m_best) | ~finite)
-    diverged = jnp.zeros_like(finite) if criterion.divergence_ratio is None else abs_res > criterion.divergence_ratio * c.lowest_abs
+    diverged = (
+        jnp.zeros_like(finite) if criterion.divergence_ratio is None else abs_res > criterion.divergence_ratio * c.lowest_abs
+    )
     # A finished row's result is its best iterate, fixed from now on (`better` needs `active`),
     # and solvers mask their own memory by `active`; its z and fz are never read again, so they
     # are not held back with a select (a pass over the batch and a copy of fz per step).
@@ -163,10 +170,14 @@ def keep_iterating(criterion: StopCriterion, c: IterationCarry) -> jax.Array:
     return jnp.any(c.active) & (c.steps < criterion.max_steps)
 
 
-def iteration_result(solver: AbstractFixedPointSolver, criterion: StopCriterion, c: IterationCarry) -> tuple[jax.Array, SolverInfo, Any]:
+def iteration_result(
+    solver: AbstractFixedPointSolver, criterion: StopCriterion, c: IterationCarry
+) -> tuple[jax.Array, SolverInfo, Any]:
     """``(z, info, state)`` from the final carry: the lowest-residual iterate per sample."""
     converged = (stop_metric(criterion, c.best_abs, c.best_rel) <= metric_bound(criterion)) & jnp.isfinite(c.best_abs)
-    info = SolverInfo(c.steps, c.num_fn_evals, c.best_abs, c.best_rel, converged, solver.num_fallbacks(c.state, c.best_z.shape[0]))
+    info = SolverInfo(
+        c.steps, c.num_fn_evals, c.best_abs, c.best_rel, converged, solver.num_fallbacks(c.state, c.best_z.shape[0])
+    )
     return c.best_z, info, c.state
 
 
@@ -197,11 +208,14 @@ def iterate(
       per-sample residuals, and the solver's final memory.
     """
     if unrolled and not solver.supports_unrolling:
-        raise ValueError(f"{type(solver).__name__} with these options cannot be unrolled (backward='unroll'); {solver.unroll_hint}")
+        raise ValueError(
+            f"{type(solver).__name__} with these options cannot be unrolled (backward='unroll'); {solver.unroll_hint}"
+        )
     carry = initial_carry(solver, fn, z0, criterion, init)
     body = functools.partial(iteration_step, solver, fn, criterion)
     keep_going = functools.partial(keep_iterating, criterion)
     if unrolled:
+
         def scan_body(c, _):
             return lax.cond(keep_going(c), body, lambda c: c, c), None
 

@@ -60,7 +60,9 @@ class Broyden(AbstractFixedPointSolver):
     sufficient_decrease: float = 1e-4
     nonmonotone: float = 1.0
 
-    unroll_hint: str = dataclasses.field(default="use Broyden(line_search=False) or another solver.", init=False, repr=False, compare=False)
+    unroll_hint: str = dataclasses.field(
+        default="use Broyden(line_search=False) or another solver.", init=False, repr=False, compare=False
+    )
 
     def __post_init__(self):
         if not (isinstance(self.memory, int) and self.memory >= 1):
@@ -71,7 +73,7 @@ class Broyden(AbstractFixedPointSolver):
             raise ValueError(f"Broyden(max_backtracks=...) must be an integer >= 0, got {self.max_backtracks!r}.")
 
     @property
-    def supports_unrolling(self) -> bool:  # the backtracking loop is a lax.while_loop
+    def supports_unrolling(self) -> bool:  # type: ignore[override]  # the backtracking loop is a lax.while_loop
         return not self.line_search
 
     shares_inverse = True
@@ -82,7 +84,9 @@ class Broyden(AbstractFixedPointSolver):
 
     def adjoint_refinement(self, state):
         """Broyden without line search, warm-started at :math:`H^\\top \\approx (J^\\top - I)^{-1}` (the transposed factors)."""
-        return dataclasses.replace(self, line_search=False), Broyden.warm_start(jax.vmap(qn.transpose)(state.inverse), state.steps)
+        return dataclasses.replace(self, line_search=False), Broyden.warm_start(
+            jax.vmap(qn.transpose)(state.inverse), state.steps
+        )
 
     def init(self, z, fz):
         batch, n = z.shape

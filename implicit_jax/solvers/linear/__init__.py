@@ -4,4 +4,4 @@ from implicit_jax.solvers.linear.base import AbstractLinearSolver
 from implicit_jax.solvers.linear.cg import CG, CGInfo, conjugate_gradient
 from implicit_jax.solvers.linear.gmres import GMRES, gmres
 
-__all__ = ["AbstractLinearSolver", "CG", "CGInfo", "GMRES", "conjugate_gradient", "gmres"]
+__all__ = ["CG", "GMRES", "AbstractLinearSolver", "CGInfo", "conjugate_gradient", "gmres"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -22,5 +22,6 @@ class AbstractLinearSolver(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    def solve(self, matvec: Callable[[jax.Array], jax.Array], b: jax.Array, x0: jax.Array, criterion: StopCriterion) -> tuple[jax.Array, SolverInfo]:
-        ...
+    def solve(
+        self, matvec: Callable[[jax.Array], jax.Array], b: jax.Array, x0: jax.Array, criterion: StopCriterion
+    ) -> tuple[jax.Array, SolverInfo]: ...

@@ -12,7 +12,8 @@ non-convergence, a non-finite residual or a direction of non-positive curvature
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +64,9 @@ def _cg(matvec, b: jax.Array, x0: jax.Array, threshold: jax.Array, max_steps: in
     return c.x, c.steps + 1, jnp.sqrt(c.rr)
 
 
-def conjugate_gradient(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, x0: jax.Array, *, tol: float, max_steps: int) -> tuple[jax.Array, CGInfo]:
+def conjugate_gradient(
+    matvec: Callable[[jax.Array], jax.Array], b: jax.Array, x0: jax.Array, *, tol: float, max_steps: int
+) -> tuple[jax.Array, CGInfo]:
     """CG from ``x0`` to :math:`\\|b - Ax\\| \\le \\text{tol}\\,\\|b\\|`; one product to form the initial residual, then one per step."""
     b_norm = jnp.linalg.norm(b)
     threshold = tol * b_norm

@@ -26,7 +26,8 @@ restarts), e.g. for the adjoint of a DEQ whose Jacobian has spectral radius abov
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +110,9 @@ def gmres(
     state_dtype = b.dtype
     dtype = accumulation_dtype(state_dtype)
     if dtype != state_dtype:
-        x, info = gmres(lambda v: matvec(v.astype(state_dtype)).astype(dtype), b.astype(dtype), x0.astype(dtype), criterion, restart=restart)
+        x, info = gmres(
+            lambda v: matvec(v.astype(state_dtype)).astype(dtype), b.astype(dtype), x0.astype(dtype), criterion, restart=restart
+        )
         return x.astype(state_dtype), info
     batch, n = b.shape
     size = min(restart, n)
@@ -128,7 +131,16 @@ def gmres(
         basis = jnp.zeros((size + 1, batch, n), dtype).at[0].set(r / safe_beta[:, None])
         rhs = jnp.zeros((size + 1, batch), dtype).at[0].set(beta)
         zeros = jnp.zeros((size, batch), dtype)
-        start = _Cycle(basis, jnp.zeros((batch, size, size), dtype), zeros, zeros, rhs, jnp.zeros((batch,), jnp.int32), active, jnp.zeros((), jnp.int32))
+        start = _Cycle(
+            basis,
+            jnp.zeros((batch, size, size), dtype),
+            zeros,
+            zeros,
+            rhs,
+            jnp.zeros((batch,), jnp.int32),
+            active,
+            jnp.zeros((), jnp.int32),
+        )
 
         def go(c: _Cycle):
             return (c.step < jnp.minimum(size, budget)) & jnp.any(c.active)
@@ -174,7 +186,9 @@ def gmres(
         r, norm = residual(x)
         # a row that stopped keeps its iterate: rounding in the new true residual must not revive it
         stopped = ~iterating(o.norm)
-        return _Restarts(jnp.where(stopped[:, None], o.x, x), r, jnp.where(stopped, o.norm, norm), o.steps + taken, o.products + taken + 1)
+        return _Restarts(
+            jnp.where(stopped[:, None], o.x, x), r, jnp.where(stopped, o.norm, norm), o.steps + taken, o.products + taken + 1
+        )
 
     r0, norm0 = residual(x0)
     o = lax.while_loop(outer_go, outer_step, _Restarts(x0, r0, norm0, jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)))

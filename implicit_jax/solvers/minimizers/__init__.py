@@ -4,4 +4,4 @@ from implicit_jax.solvers.minimizers.base import AbstractMinimizer, MinimizeInfo
 from implicit_jax.solvers.minimizers.lbfgs import LBFGS
 from implicit_jax.solvers.minimizers.optax_minimizer import OptaxMinimizer
 
-__all__ = ["AbstractMinimizer", "LBFGS", "MinimizeInfo", "OptaxMinimizer", "OuterAwareness", "minimize"]
+__all__ = ["LBFGS", "AbstractMinimizer", "MinimizeInfo", "OptaxMinimizer", "OuterAwareness", "minimize"]

@@ -25,7 +25,8 @@ hypergradient needs.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,12 +63,10 @@ class AbstractMinimizer(abc.ABC):
     memory: int = 30
 
     @abc.abstractmethod
-    def init(self, w: jax.Array, value: jax.Array, grad: jax.Array) -> Any:
-        ...
+    def init(self, w: jax.Array, value: jax.Array, grad: jax.Array) -> Any: ...
 
     @abc.abstractmethod
-    def step(self, value_and_grad: ValueAndGrad, w, value, grad, state, *, unrolled: bool = False):
-        ...
+    def step(self, value_and_grad: ValueAndGrad, w, value, grad, state, *, unrolled: bool = False): ...
 
 
 class OuterAwareness(NamedTuple):
@@ -132,6 +131,7 @@ def minimize(
 
     carry = _Carry(w0, value0, grad0, minimizer.init(w0, value0, grad0), jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32))
     if unrolled:
+
         def scan_body(c, _):
             go = unfinished(c) & (c.steps < criterion.max_steps)
             return lax.cond(go, body, lambda c: c, c), None

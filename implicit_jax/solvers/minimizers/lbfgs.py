@@ -18,12 +18,11 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 
 from implicit_jax import quasi_newton as qn
-from implicit_jax.solvers.minimizers.linesearch import wolfe_line_search
 from implicit_jax.solvers.minimizers.base import AbstractMinimizer
+from implicit_jax.solvers.minimizers.linesearch import wolfe_line_search
 
 
 class LBFGSState(NamedTuple):
@@ -75,8 +74,18 @@ class LBFGS(AbstractMinimizer):
         first = memory.count == 0
         alpha0 = jnp.where(first, jnp.minimum(1.0, 1.0 / (jnp.linalg.norm(grad) + jnp.finfo(w.dtype).tiny)), 1.0).astype(w.dtype)
         trial, _, evals = wolfe_line_search(
-            value_and_grad, w, value, grad, direction, slope, alpha0, c1=self.c1, c2=self.c2,
-            approx_eps=self.approx_eps, max_trials=self.max_linesearch, unrolled=unrolled,
+            value_and_grad,
+            w,
+            value,
+            grad,
+            direction,
+            slope,
+            alpha0,
+            c1=self.c1,
+            c2=self.c2,
+            approx_eps=self.approx_eps,
+            max_trials=self.max_linesearch,
+            unrolled=unrolled,
         )
         memory = qn.lbfgs_update(memory, trial.w - w, trial.grad - grad)
         return trial.w, trial.value, trial.grad, LBFGSState(memory), evals

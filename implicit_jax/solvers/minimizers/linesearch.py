@@ -30,7 +30,8 @@ or onto a NaN.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +66,7 @@ def cubic_minimizer(lo: Trial, hi: Trial) -> jax.Array:
     """
     a, b = lo.alpha, hi.alpha
     d1 = lo.slope + hi.slope - 3 * (lo.value - hi.value) / (a - b)
-    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.maximum(d1 ** 2 - lo.slope * hi.slope, 0.0))
+    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.maximum(d1**2 - lo.slope * hi.slope, 0.0))
     step = b - (b - a) * (hi.slope + d2 - d1) / (hi.slope - lo.slope + 2 * d2)
     left, right = jnp.minimum(a, b), jnp.maximum(a, b)
     margin = 0.1 * (right - left)
@@ -109,7 +110,7 @@ def wolfe_line_search(
         decrease = finite & (armijo | approximate)
         curvature = t.slope >= c2 * slope
         accept = decrease & curvature
-        choose = lambda flag, new, old: jax.tree.map(lambda n, o: jnp.where(flag, n, o), new, old)  # noqa: E731
+        choose = lambda flag, new, old: jax.tree.map(lambda n, o: jnp.where(flag, n, o), new, old)
         lo = choose(decrease & ~curvature, t, search.lo)
         hi = choose(~decrease, t, search.hi)
         best = choose(finite & (v_new < search.best.value), t, search.best)

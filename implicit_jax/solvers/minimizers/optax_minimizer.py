@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -37,8 +36,8 @@ class OptaxState(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class OptaxMinimizer(AbstractMinimizer):
     """Attributes:
-      optimizer: an ``optax.GradientTransformation`` (e.g. ``optax.sgd(0.1, momentum=0.9)``).
-      memory: secant pairs recorded for SHINE.
+    optimizer: an ``optax.GradientTransformation`` (e.g. ``optax.sgd(0.1, momentum=0.9)``).
+    memory: secant pairs recorded for SHINE.
     """
 
     optimizer: optax.GradientTransformation
@@ -46,7 +45,9 @@ class OptaxMinimizer(AbstractMinimizer):
 
     def __post_init__(self):
         if not isinstance(self.optimizer, optax.GradientTransformation):
-            raise TypeError(f"OptaxMinimizer(optimizer=...) takes an optax.GradientTransformation such as optax.adam(1e-2), got {self.optimizer!r}.")
+            raise TypeError(
+                f"OptaxMinimizer(optimizer=...) takes an optax.GradientTransformation such as optax.adam(1e-2), got {self.optimizer!r}."
+            )
         if not (isinstance(self.memory, int) and self.memory >= 1):
             raise ValueError(f"OptaxMinimizer(memory=...) must be an integer >= 1, got {self.memory!r}.")
 

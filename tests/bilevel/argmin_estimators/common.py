@@ -12,7 +12,9 @@ W0 = jnp.zeros(ridge.D, jnp.float64)
 
 def hypergrad(backward, lam=LAM, **kwargs):
     kwargs.setdefault("tol", 1e-10)
-    return jax.grad(lambda l: ridge.outer(ij.argmin(ridge.inner, l, W0, backward=backward, outer_loss=ridge.outer, **kwargs)))(lam)
+    return jax.grad(lambda l: ridge.outer(ij.argmin(ridge.inner, l, W0, backward=backward, outer_loss=ridge.outer, **kwargs)))(
+        lam
+    )
 
 
 def backward_info(backward, **kwargs):

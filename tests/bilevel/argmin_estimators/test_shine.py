@@ -22,16 +22,16 @@ def test_converged_shine_matches_closed_form(lam):
     assert rel_error(hypergrad(ij.ArgminShine(refine=2), lam), lam) < 5e-3  # 2.1e-3 per feature
     assert rel_error(hypergrad(ij.ArgminShine(refine=ridge.D + 4), lam), lam) < 1e-8
 
+
 def test_shine_reads_the_lbfgs_memory_exactly():
     # The SHINE adjoint is the two-loop product with the inner solver's final pairs.
     minimizer = ij.LBFGS(memory=4)
-    from implicit_jax.bilevel.argmin_estimators import ArgminProblem
-    from implicit_jax.solvers import StopCriterion, minimize
 
     problem = ArgminProblem(lambda w, theta: ridge.inner(w, theta))
     _, _, state = minimize(minimizer, problem.value_and_grad(LAM), W0, StopCriterion(tol=1e-10, max_steps=500))
     u = ij.quasi_newton.lbfgs_inverse_hvp(state.memory, ridge.outer_cotangent(LAM))
     chex.assert_trees_all_close(hypergrad("shine", solver=minimizer), ridge.hypergradient_for(LAM, u), rtol=1e-6)
+
 
 def test_shine_fallback_triggers_when_the_estimate_is_poor():
     # One secant pair cannot describe a 6-D Hessian: 53% error, residual |Hu - v| / |v| = 0.37.
@@ -43,6 +43,7 @@ def test_shine_fallback_triggers_when_the_estimate_is_poor():
     # With the full memory (residual 0.005) the check passes and SHINE's estimate is kept.
     assert float(backward_info(ij.ArgminShine(fallback=True)).fallback_fraction) == 0.0
     chex.assert_trees_all_close(hypergrad(ij.ArgminShine(fallback=True)), hypergrad("shine"))
+
 
 def test_shine_works_with_an_optax_inner_solver():
     estimate = hypergrad(ij.ArgminShine(opa_every=2), solver=optax.sgd(0.3, momentum=0.5), max_steps=400)

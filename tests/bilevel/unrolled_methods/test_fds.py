@@ -53,7 +53,9 @@ def test_chunked_tangents_give_the_same_gradient():
 
 def test_memory_does_not_grow_with_the_horizon():
     def temp_bytes(method, num_steps):
-        fn = jax.jit(lambda h: ij.unrolled_hypergradient(P.make_step(num_steps), h, P.state0(), num_steps, P.outer_loss, method=method))
+        fn = jax.jit(
+            lambda h: ij.unrolled_hypergradient(P.make_step(num_steps), h, P.state0(), num_steps, P.outer_loss, method=method)
+        )
         return fn.lower(P.hparams(4)).compile().memory_analysis().temp_size_in_bytes
 
     assert temp_bytes("fds", 2000) == temp_bytes("fds", 200)

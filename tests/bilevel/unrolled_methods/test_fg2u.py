@@ -60,7 +60,9 @@ def test_value_is_the_outer_loss_and_estimate_is_the_direction_average():
     value, grad = estimate(method, key)
     v = jax.random.rademacher(key, (5, N), dtype=jnp.float64)
     chex.assert_trees_all_close(ravel_pytree(grad)[0], (v @ exact()) @ v / 5, rtol=1e-10)
-    assert float(value) == pytest.approx(float(ij.unrolled_hypergradient(P.make_step(T), P.hparams(T), P.state0(), T, P.outer_loss)[0]), rel=1e-14)
+    assert float(value) == pytest.approx(
+        float(ij.unrolled_hypergradient(P.make_step(T), P.hparams(T), P.state0(), T, P.outer_loss)[0]), rel=1e-14
+    )
 
 
 def test_zeroth_order_matches_forward_mode_with_the_same_directions():
@@ -139,8 +141,17 @@ def test_directions_sharded_over_the_devices_of_two_processes_give_the_single_de
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    processes = [subprocess.Popen([sys.executable, "-c", script, f"127.0.0.1:{port}", str(i)], env=env, cwd=root,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, f"127.0.0.1:{port}", str(i)],
+            env=env,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     try:
         outputs = [p.communicate(timeout=240) for p in processes]
     finally:
@@ -148,8 +159,14 @@ def test_directions_sharded_over_the_devices_of_two_processes_give_the_single_de
             if p.poll() is None:
                 p.kill()
     assert all(p.returncode == 0 for p in processes), [err[-3000:] for _, err in outputs]
-    reference = subprocess.run([sys.executable, "-c", single], env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=root,
-                               capture_output=True, text=True, timeout=240)
+    reference = subprocess.run(
+        [sys.executable, "-c", single],
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert reference.returncode == 0, reference.stderr[-3000:]
     expected = eval(reference.stdout.strip().splitlines()[-1])
     for out, _ in outputs:

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from implicit_jax.testing import contraction
 from implicit_jax.solvers import Anderson, FixedPointIteration, StopCriterion, iterate
 from implicit_jax.solvers.fixed_point.anderson import UNROLLED_SOLVE_MAX_SIZE, effective_regularization, mixing_weights, solve_spd
+from implicit_jax.testing import contraction
 
 
 def test_mixing_weights_solve_the_constrained_least_squares():
@@ -80,7 +80,9 @@ def test_unrolled_gradient_stays_finite_through_the_degenerate_fallback(memory):
     # dz*/da = z* (1 - z*^2) / (1 - a (1 - z*^2)).
     def solution(a):
         fn = lambda z: jnp.tanh(a * z + 1.0)
-        return iterate(Anderson(memory=memory), fn, jnp.zeros((1, 1), jnp.float64), StopCriterion(tol=1e-13, max_steps=60), unrolled=True)[0][0, 0]
+        return iterate(
+            Anderson(memory=memory), fn, jnp.zeros((1, 1), jnp.float64), StopCriterion(tol=1e-13, max_steps=60), unrolled=True
+        )[0][0, 0]
 
     a = 0.5
     z, dz = jax.value_and_grad(solution)(a)
@@ -94,7 +96,7 @@ def test_incremental_gram_matches_the_history():
     z = jnp.zeros((2, 4), jnp.float64)
     state = solver.init(z, fn(z))
     for _ in range(5):  # wraps around the ring
-        z, fz, state, _ = solver.step(fn, z, fn(z), state, jnp.array([True, True]))
+        z, _fz, state, _ = solver.step(fn, z, fn(z), state, jnp.array([True, True]))
     np.testing.assert_allclose(state.gram, jnp.einsum("bmn,bkn->bmk", state.gs, state.gs), rtol=1e-12)
 
 
@@ -122,7 +124,7 @@ def test_degenerate_least_squares_falls_back_to_a_plain_step_instead_of_nan():
     # One dimension: every residual is parallel, the Gram matrix is rank one, and once the
     # residuals reach rounding level its elimination divides by ~0 (hypothesis
     # seed 684). The solver must still converge, never return NaN.
-    fn = lambda z: -0.5 * z + 0.1 * 1.036 + 0.3185  # noqa: E731
+    fn = lambda z: -0.5 * z + 0.1 * 1.036 + 0.3185
     z, info, _ = iterate(Anderson(), fn, jnp.zeros((1, 1), jnp.float64), StopCriterion(tol=1e-12, max_steps=50))
     assert bool(info.converged.all()) and bool(jnp.all(jnp.isfinite(z)))
     np.testing.assert_allclose(z, (0.1 * 1.036 + 0.3185) / 1.5, rtol=1e-12)
@@ -133,7 +135,12 @@ def _float32_case(name):
     b = jnp.array([1.0, 2.0, 3.0], jnp.float32)
     if name == "diagonal, memory >= size":  # residuals become linearly dependent
         # ||(I - J)^-1|| = 1000: a residual of tol leaves an error up to 1000 tol
-        return (lambda z: jnp.array([0.9, 0.99, 0.999], jnp.float32) * z), jnp.array([[1.0, 0.4, -0.2]], jnp.float32), jnp.zeros(3), 1e3
+        return (
+            (lambda z: jnp.array([0.9, 0.99, 0.999], jnp.float32) * z),
+            jnp.array([[1.0, 0.4, -0.2]], jnp.float32),
+            jnp.zeros(3),
+            1e3,
+        )
     return (lambda z: z - (z @ h.T - b)), jnp.zeros((1, 3), jnp.float32), jnp.linalg.solve(h, b), 0.25  # eigenvalues -4..-5
 
 
@@ -159,7 +166,7 @@ def test_one_dimension_is_the_secant_method():
     # An affine scalar map: the secant method is exact (up to the O(rho) regularisation) after
     # two points, so each step gains a factor ~rho; plain iteration would gain a factor 2.
     for dtype in (jnp.float32, jnp.float64):
-        fn = lambda z: 0.5 * z + jnp.asarray(3.0, dtype)  # noqa: E731
+        fn = lambda z: 0.5 * z + jnp.asarray(3.0, dtype)
         for tol, max_steps in ((1e-5, 3), (1e-12 if dtype == jnp.float64 else 1e-7, 4)):
             z, info, _ = iterate(Anderson(), fn, jnp.zeros((1, 1), dtype), StopCriterion(tol=tol, max_steps=50))
             assert bool(info.converged.all()) and int(info.steps) <= max_steps
@@ -168,12 +175,12 @@ def test_one_dimension_is_the_secant_method():
 
 def test_a_failed_least_squares_is_counted_and_restarts_the_history():
     solver = Anderson(memory=3)
-    fn = lambda z: 0.5 * z  # noqa: E731
+    fn = lambda z: 0.5 * z
     z = jnp.ones((2, 4))
     state = solver.init(z, fn(z))
     for _ in range(2):
         z_prev = z
-        z, fz, state, _ = solver.step(fn, z, fn(z), state, jnp.ones(2, bool))
+        z, _fz, state, _ = solver.step(fn, z, fn(z), state, jnp.ones(2, bool))
     poisoned = state._replace(gram=state.gram.at[1, 0, 0].set(jnp.nan))  # sample 1's least squares fails
     z_new, _, after, _ = solver.step(fn, z, fn(z), poisoned, jnp.ones(2, bool))
     np.testing.assert_array_equal(after.fallbacks, [0, 1])
@@ -201,7 +208,9 @@ def test_convergence_does_not_depend_on_xla_optimisation_flags():
     outputs = []
     for flags in ("", "--xla_backend_optimization_level=0"):
         env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
-        outputs.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split())
+        outputs.append(
+            subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+        )
     assert outputs[0] == outputs[1] and outputs[0][1] == "True" and int(outputs[0][0]) <= 8
 
 
@@ -246,12 +255,16 @@ def test_the_estimate_satisfies_the_secant_equations_and_reproduces_the_next_and
     solver, fn, state = _history(mixing=mixing, regularization=0.0)  # only the float64 floor 10 m eps
     eye = jnp.eye(5)
     for sample in range(2):
-        columns = jax.vmap(lambda e: solver.inverse_transpose_product(jax.tree_util.tree_map(lambda a: a[sample:sample + 1], state), e[None])[0])(eye)
+        columns = jax.vmap(
+            lambda e: solver.inverse_transpose_product(jax.tree_util.tree_map(lambda a: a[sample : sample + 1], state), e[None])[
+                0
+            ]
+        )(eye)
         h = np.asarray(columns)  # rows are H^T e_i, so this is H
         dense, d_g, d_x, x_k, g_k = _dense_inverse(state, sample, mixing, 0.0)
         np.testing.assert_allclose(h, dense, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(h @ d_g, d_x, rtol=1e-6, atol=1e-9)  # H dG = dX
-        one = jax.tree_util.tree_map(lambda a: a[sample:sample + 1], state)
+        one = jax.tree_util.tree_map(lambda a: a[sample : sample + 1], state)
         z_next = solver.step(fn, jnp.asarray(x_k)[None], jnp.asarray(x_k + g_k)[None], one, jnp.ones((1,), bool))[0]
         np.testing.assert_allclose(np.asarray(z_next[0]), x_k - h @ g_k, rtol=1e-7, atol=1e-9)  # x+ = x_k - H g_k
 

@@ -16,7 +16,9 @@ def scaled_map(rates):
 
 def test_each_sample_stops_on_its_own_residual_and_keeps_its_result():
     rates = jnp.array([0.1, 0.8])
-    z, info, _ = iterate(FixedPointIteration(), scaled_map(rates), jnp.zeros((2, 3)), StopCriterion(tol=1e-6, max_steps=200, stop_mode="abs"))
+    z, info, _ = iterate(
+        FixedPointIteration(), scaled_map(rates), jnp.zeros((2, 3)), StopCriterion(tol=1e-6, max_steps=200, stop_mode="abs")
+    )
     assert bool(info.converged.all())
     # the fast sample finished after a few steps, so its residual is not driven down to the slow one's
     assert float(info.abs_residual[0]) <= 1e-6 and float(info.abs_residual[0]) > 1e-12

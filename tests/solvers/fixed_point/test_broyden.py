@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from implicit_jax import quasi_newton as qn
-from implicit_jax.testing import contraction
 from implicit_jax.solvers import Broyden, FixedPointIteration, StopCriterion, iterate
+from implicit_jax.testing import contraction
 
 
 def linear_map(n=6, norm=0.95, seed=0):
@@ -52,7 +52,7 @@ def test_line_search_rescues_steps_that_overshoot():
 
 
 def test_per_sample_estimates_are_independent():
-    w, b, fn = linear_map(n=4)
+    _w, b, fn = linear_map(n=4)
     z0 = jnp.stack([jnp.zeros(4), jnp.ones(4)])
     _, _, batched = iterate(Broyden(), fn, z0, StopCriterion(tol=1e-10, max_steps=50))
     _, _, single = iterate(Broyden(), fn, z0[1:], StopCriterion(tol=1e-10, max_steps=50))

@@ -9,7 +9,12 @@ from implicit_jax.solvers import FixedPointIteration, StopCriterion, iterate
 
 def test_linear_contraction_converges_geometrically():
     rate = 0.5
-    z, info, _ = iterate(FixedPointIteration(), lambda z: rate * z + 1.0, jnp.zeros((1, 3), jnp.float64), StopCriterion(tol=1e-10, max_steps=100, stop_mode="abs"))
+    z, info, _ = iterate(
+        FixedPointIteration(),
+        lambda z: rate * z + 1.0,
+        jnp.zeros((1, 3), jnp.float64),
+        StopCriterion(tol=1e-10, max_steps=100, stop_mode="abs"),
+    )
     np.testing.assert_allclose(z, 2.0, atol=1e-9)
     # |z_t - z*| = 2 * rate^t and the residual is (1 - rate) * that: steps ~ log(1e-10 / (sqrt(3)*...)) / log(rate)
     expected = int(np.ceil(np.log(1e-10 / (np.sqrt(3) * 2 * (1 - rate))) / np.log(rate)))

@@ -36,24 +36,32 @@ def test_restarted_cycles_match_scipy(restart):
     x, info = gmres(matvec, b, b, StopCriterion(1e-30, restart * cycles), restart=restart)  # runs exactly `cycles` cycles
     assert int(info.steps) == restart * cycles and not bool(jnp.any(info.converged))
     for row in range(2):
-        expected, _ = scipy.sparse.linalg.gmres(np.asarray(m[row]), np.asarray(b[row]), x0=np.asarray(b[row]), restart=restart, maxiter=cycles, rtol=1e-30, atol=0.0)
+        expected, _ = scipy.sparse.linalg.gmres(
+            np.asarray(m[row]), np.asarray(b[row]), x0=np.asarray(b[row]), restart=restart, maxiter=cycles, rtol=1e-30, atol=0.0
+        )
         np.testing.assert_allclose(x[row], expected, rtol=1e-8, atol=1e-10)
 
 
 def test_rows_are_independent_systems():
-    m, b, matvec = batched_system(batch=3, n=10, seed=2)
+    _m, b, matvec = batched_system(batch=3, n=10, seed=2)
     b = b.at[1].multiply(1e-3)  # a smaller right-hand side: same relative work, other absolute scale
     criterion = StopCriterion(1e-9, 200, stop_mode="rel")
     x, info = gmres(matvec, b, b, criterion, restart=4)
     for row in range(3):
-        alone, alone_info = gmres(lambda v: matvec(jnp.zeros_like(b).at[row].set(v[0]))[row:row + 1], b[row:row + 1], b[row:row + 1], criterion, restart=4)
+        alone, alone_info = gmres(
+            lambda v: matvec(jnp.zeros_like(b).at[row].set(v[0]))[row : row + 1],
+            b[row : row + 1],
+            b[row : row + 1],
+            criterion,
+            restart=4,
+        )
         np.testing.assert_allclose(x[row], alone[0], rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(info.rel_residual[row], alone_info.rel_residual[0], rtol=1e-6)
     assert bool(jnp.all(info.converged))
 
 
 def test_a_converged_row_stops_and_a_zero_rhs_takes_no_step():
-    m, b, matvec = batched_system(batch=2, n=8, seed=3)
+    _m, b, matvec = batched_system(batch=2, n=8, seed=3)
     b = b.at[0].set(0.0)
     x, info = gmres(matvec, b, b, StopCriterion(1e-10, 100, stop_mode="abs"), restart=8)
     chex.assert_trees_all_equal(x[0], jnp.zeros(8))

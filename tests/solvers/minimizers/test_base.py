@@ -40,7 +40,9 @@ def test_opa_pair_is_a_secant_pair_along_the_outer_direction():
 def test_opa_costs_one_gradient_every_period():
     _, vg = _quadratic()
     optimizer = OptaxMinimizer(optax.sgd(0.05), memory=8)  # one gradient per step, so the count is exact
-    _, info, state = minimize(optimizer, vg, jnp.zeros(20, jnp.float64), StopCriterion(tol=1e-12, max_steps=10), opa=OuterAwareness(lambda w: w, 3))
+    _, info, state = minimize(
+        optimizer, vg, jnp.zeros(20, jnp.float64), StopCriterion(tol=1e-12, max_steps=10), opa=OuterAwareness(lambda w: w, 3)
+    )
     assert int(info.steps) == 10
     assert int(info.num_grad_evals) == 1 + 10 + 10 // 3
     assert int(state.memory.count) == 10 + 10 // 3

@@ -12,7 +12,12 @@ def rosenbrock(w):
 
 
 def test_minimises_rosenbrock():
-    w, info, state = minimize(LBFGS(memory=10), jax.value_and_grad(rosenbrock), jnp.zeros(6, jnp.float64), StopCriterion(tol=1e-9, max_steps=500, stop_mode="abs"))
+    w, info, state = minimize(
+        LBFGS(memory=10),
+        jax.value_and_grad(rosenbrock),
+        jnp.zeros(6, jnp.float64),
+        StopCriterion(tol=1e-9, max_steps=500, stop_mode="abs"),
+    )
     chex.assert_trees_all_close(w, jnp.ones(6), atol=1e-6)
     assert bool(info.converged) and float(info.grad_norm) <= 1e-9
     assert int(info.num_grad_evals) >= int(info.steps) + 1
@@ -22,7 +27,9 @@ def test_minimises_rosenbrock():
 def test_quadratic_memory_holds_valid_secant_pairs():
     a = jnp.diag(jnp.arange(1.0, 6.0, dtype=jnp.float64))
     vg = jax.value_and_grad(lambda w: 0.5 * w @ a @ w - jnp.sum(w))
-    w, info, state = minimize(LBFGS(memory=4), vg, jnp.zeros(5, jnp.float64), StopCriterion(tol=1e-10, max_steps=100, stop_mode="abs"))
+    w, _info, state = minimize(
+        LBFGS(memory=4), vg, jnp.zeros(5, jnp.float64), StopCriterion(tol=1e-10, max_steps=100, stop_mode="abs")
+    )
     chex.assert_trees_all_close(w, 1.0 / jnp.arange(1.0, 6.0), atol=1e-9)
     stored = min(int(state.memory.count), 4)
     for i in range(stored):  # y = A s on a quadratic
@@ -31,8 +38,10 @@ def test_quadratic_memory_holds_valid_secant_pairs():
 
 def test_unrolled_run_equals_while_loop_run_and_is_differentiable():
     def solve(scale, unrolled):
-        vg = jax.value_and_grad(lambda w: jnp.sum((w - scale) ** 2) + 0.1 * jnp.sum(w ** 4))
-        w, _, _ = minimize(LBFGS(), vg, jnp.zeros(3, jnp.float64), StopCriterion(tol=1e-10, max_steps=25, stop_mode="abs"), unrolled=unrolled)
+        vg = jax.value_and_grad(lambda w: jnp.sum((w - scale) ** 2) + 0.1 * jnp.sum(w**4))
+        w, _, _ = minimize(
+            LBFGS(), vg, jnp.zeros(3, jnp.float64), StopCriterion(tol=1e-10, max_steps=25, stop_mode="abs"), unrolled=unrolled
+        )
         return w
 
     chex.assert_trees_all_close(solve(1.5, True), solve(1.5, False), atol=1e-12)

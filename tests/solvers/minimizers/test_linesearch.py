@@ -14,8 +14,20 @@ def search(fn, w, direction, alpha0=1.0, max_trials=20, approx_eps=1e-6, unrolle
     vg = jax.value_and_grad(fn)
     value, grad = vg(w)
     slope = jnp.vdot(direction, grad)
-    trial, found, evals = wolfe_line_search(vg, w, value, grad, direction, slope, jnp.asarray(alpha0, w.dtype), c1=C1, c2=C2,
-                                            approx_eps=approx_eps, max_trials=max_trials, unrolled=unrolled)
+    trial, found, evals = wolfe_line_search(
+        vg,
+        w,
+        value,
+        grad,
+        direction,
+        slope,
+        jnp.asarray(alpha0, w.dtype),
+        c1=C1,
+        c2=C2,
+        approx_eps=approx_eps,
+        max_trials=max_trials,
+        unrolled=unrolled,
+    )
     return trial, bool(found), int(evals), value, slope
 
 
@@ -25,7 +37,7 @@ def assert_weak_wolfe(trial, value, slope):
 
 
 def test_unit_step_on_a_well_scaled_quadratic_is_accepted_at_once():
-    fn = lambda w: 0.5 * jnp.sum(w ** 2)  # noqa: E731
+    fn = lambda w: 0.5 * jnp.sum(w**2)
     w = jnp.array([3.0, -1.0], jnp.float64)
     trial, found, evals, value, slope = search(fn, w, -w)
     assert found and evals == 1 and float(trial.alpha) == 1.0
@@ -36,7 +48,7 @@ def test_unit_step_on_a_well_scaled_quadratic_is_accepted_at_once():
 @pytest.mark.parametrize("scale, expect", [(100.0, "bracket"), (0.001, "expand")])
 def test_too_long_steps_are_bracketed_and_too_short_ones_expanded(scale, expect):
     a = jnp.diag(jnp.array([1.0, 10.0], jnp.float64))
-    fn = lambda w: 0.5 * w @ a @ w + 0.25 * jnp.sum(w ** 4)  # noqa: E731
+    fn = lambda w: 0.5 * w @ a @ w + 0.25 * jnp.sum(w**4)
     w = jnp.array([1.0, 1.0], jnp.float64)
     trial, found, evals, value, slope = search(fn, w, -scale * jax.grad(fn)(w))
     assert found and evals > 1
@@ -45,9 +57,9 @@ def test_too_long_steps_are_bracketed_and_too_short_ones_expanded(scale, expect)
 
 
 def test_cubic_step_is_exact_on_a_cubic_and_safeguarded():
-    phi = lambda a: (a - 0.3) ** 2 * (a + 2.0)  # local minimiser at 0.3  # noqa: E731
+    phi = lambda a: (a - 0.3) ** 2 * (a + 2.0)  # local minimiser at 0.3
     dphi = jax.grad(phi)
-    point = lambda a: Trial(jnp.float64(a), phi(jnp.float64(a)), dphi(jnp.float64(a)), None, None)  # noqa: E731
+    point = lambda a: Trial(jnp.float64(a), phi(jnp.float64(a)), dphi(jnp.float64(a)), None, None)
     np.testing.assert_allclose(cubic_minimizer(point(0.0), point(1.0)), 0.3, rtol=1e-12)
     np.testing.assert_allclose(cubic_minimizer(point(1.0), point(0.0)), 0.3, rtol=1e-12)  # ends in either order
     # the minimiser at 0.3 lies outside the middle 80% of [0.27, 1]: bisection instead
@@ -59,8 +71,8 @@ def test_rounding_noise_in_the_value_is_handled_by_the_approximate_wolfe_test():
     # gradient does not see) exceeds the true decrease (~2e-9): Armijo rejects the exact step
     # for ever, the approximate Wolfe test (slopes stay accurate) accepts it.
     offset = 3e-5
-    ripple = lambda w: 1e-7 * jnp.cos(jnp.pi * (jnp.sum(w) - 4.0) / (4 * offset))  # max at the minimiser  # noqa: E731
-    fn = lambda w: 0.5 * jnp.sum((w - 1.0) ** 2) + 1.0 + jax.lax.stop_gradient(ripple(w))  # noqa: E731
+    ripple = lambda w: 1e-7 * jnp.cos(jnp.pi * (jnp.sum(w) - 4.0) / (4 * offset))  # max at the minimiser
+    fn = lambda w: 0.5 * jnp.sum((w - 1.0) ** 2) + 1.0 + jax.lax.stop_gradient(ripple(w))
     w = jnp.full(4, 1.0 + offset, jnp.float64)
     trial, found, evals, _, _ = search(fn, w, -(w - 1.0))
     assert found and evals == 1
@@ -70,7 +82,7 @@ def test_rounding_noise_in_the_value_is_handled_by_the_approximate_wolfe_test():
 
 
 def test_a_failed_search_never_moves_uphill_or_onto_nan():
-    fn = lambda w: jnp.sum(w ** 2) + jnp.sum(jnp.log(2.0 - w))  # NaN for w > 2  # noqa: E731
+    fn = lambda w: jnp.sum(w**2) + jnp.sum(jnp.log(2.0 - w))  # NaN for w > 2
     w = jnp.array([1.0], jnp.float64)
     trial, found, evals, value, _ = search(fn, w, -jax.grad(fn)(w) * 1e6, max_trials=2)
     assert not found and evals == 2
@@ -78,7 +90,7 @@ def test_a_failed_search_never_moves_uphill_or_onto_nan():
 
 
 def test_nan_region_is_backed_out_of():
-    fn = lambda w: jnp.sum((w - 1.5) ** 2) - jnp.sum(jnp.log(2.0 - w))  # NaN for w > 2  # noqa: E731
+    fn = lambda w: jnp.sum((w - 1.5) ** 2) - jnp.sum(jnp.log(2.0 - w))  # NaN for w > 2
     w = jnp.array([0.0], jnp.float64)
     trial, found, _, value, slope = search(fn, w, jnp.array([1.0], jnp.float64), alpha0=5.0)
     assert found and float(trial.w[0]) < 2.0
@@ -86,7 +98,7 @@ def test_nan_region_is_backed_out_of():
 
 
 def test_unrolled_search_equals_while_loop_search():
-    fn = lambda w: jnp.sum(jnp.cosh(w)) + 0.1 * jnp.sum(w ** 4)  # noqa: E731
+    fn = lambda w: jnp.sum(jnp.cosh(w)) + 0.1 * jnp.sum(w**4)
     w = jnp.array([2.0, -1.0, 0.5], jnp.float64)
     direction = -50.0 * jax.grad(fn)(w)
     a, b = search(fn, w, direction), search(fn, w, direction, unrolled=True)
@@ -100,7 +112,9 @@ def test_lbfgs_converges_in_float32_on_an_ill_conditioned_logistic_regression():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(400, 30)) * np.logspace(0, 2, 30), jnp.float32)
     y = jnp.asarray(rng.random(400) < 0.5, jnp.float32)
-    fn = lambda w: jnp.mean(jax.nn.softplus(x @ w) - y * (x @ w)) + 1e-4 * jnp.sum(w ** 2)  # noqa: E731
-    w, info, _ = minimize(LBFGS(), jax.value_and_grad(fn), jnp.zeros(30, jnp.float32), StopCriterion(tol=1e-5, max_steps=500, stop_mode="abs"))
+    fn = lambda w: jnp.mean(jax.nn.softplus(x @ w) - y * (x @ w)) + 1e-4 * jnp.sum(w**2)
+    _w, info, _ = minimize(
+        LBFGS(), jax.value_and_grad(fn), jnp.zeros(30, jnp.float32), StopCriterion(tol=1e-5, max_steps=500, stop_mode="abs")
+    )
     assert bool(info.converged), info
     assert int(info.num_grad_evals) <= 2 * int(info.steps) + 1

@@ -435,6 +435,9 @@ def main():
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backward.json"))
     args = parser.parse_args()
+    from implicit_jax.train.cli import exit_if_dry_run  # needs the train extra; here so the rest does not
+
+    exit_if_dry_run(f"{Path(__file__).name} with {vars(args)}")
     sweep_tols = sorted({float(t) for t in args.sweep_tols.split(",") if t.strip()} | {TOL}) if args.sweep_tols.strip() else []
 
     print(

@@ -140,6 +140,9 @@ def main():
     parser.add_argument("--horizons", default=None, help="comma-separated T values (default 100,1000,10000; --quick: 100,1000)")
     parser.add_argument("--out", default=str(RESULTS / "bilevel.json"))
     args = parser.parse_args()
+    from implicit_jax.train.cli import exit_if_dry_run  # needs the train extra; here so the rest does not
+
+    exit_if_dry_run(f"{Path(__file__).name} with {vars(args)}")
     datasets = [("breast_cancer", logreg_ho.breast_cancer(), 1.0)]
     if not args.quick:
         datasets.append(("fashion_mnist_0v6", logreg_ho.fashion_mnist_pair(), 0.05))

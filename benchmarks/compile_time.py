@@ -181,6 +181,9 @@ def main():
     parser.add_argument("--methods", default="", help="comma-separated substrings; keep only the methods containing one")
     parser.add_argument("--out", default=str(RESULTS / "compile_time.json"))
     args = parser.parse_args()
+    from implicit_jax.train.cli import exit_if_dry_run  # needs the train extra; here so the rest does not
+
+    exit_if_dry_run(f"{Path(__file__).name} with {vars(args)}")
     names = [n for n in args.problems.split(",") if n]
     unknown = sorted(set(names) - {"small", "deq"})
     if unknown:

@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None, help="override the config's num_epochs")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "mixed_precision.json"))
     args = parser.parse_args()
+    from implicit_jax.train.cli import exit_if_dry_run  # needs the train extra; here so the rest does not
+
+    exit_if_dry_run(f"{Path(__file__).name} with {vars(args)}")
     base = load_config_file(args.config)
     if args.epochs is not None:
         base.num_epochs = args.epochs

@@ -50,15 +50,23 @@ def gradient(f, params, x, loss, solver, backward, tol):
     return jax.jit(jax.grad(objective))(params)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_setup(parser: argparse.ArgumentParser):
+    """Add ``--width``/``--batch``, parse (a dry run stops here), and build the study layer: ``(args, f, params, x, c)``."""
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    from implicit_jax.train.cli import exit_if_dry_run  # needs the train extra; here so the rest does not
+
+    exit_if_dry_run(f"{Path(parser.prog).name} with {vars(args)}")
+    return args, *tanh_layer(d=args.width, batch=args.batch, norm=0.9, dtype=jnp.float32)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memories", default="5,10,20")
     parser.add_argument("--tols", default="1e-3,1e-5")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "shine_study.json"))
-    args = parser.parse_args()
-    f, params, x, c = tanh_layer(d=args.width, batch=args.batch, norm=0.9, dtype=jnp.float32)
+    args, f, params, x, c = study_setup(parser)
     rows = []
     for kind in ("random", "head"):
         loss = cotangent_loss(kind, args.width, args.batch, c)

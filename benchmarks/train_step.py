@@ -176,6 +176,9 @@ def main():
         help="folder of Fashion-MNIST's IDX files for --model=conv (default: Debian's dataset-fashion-mnist)",
     )
     args = parser.parse_args()
+    from implicit_jax.train.cli import exit_if_dry_run  # needs the train extra; here so the rest does not
+
+    exit_if_dry_run(f"{Path(__file__).name} with {vars(args)}")
     args.out = args.out or str(Path(__file__).parent / "results" / f"train_step_{args.model}.json")
     if not 0 <= args.skip < args.steps:
         parser.error("--skip must be in [0, --steps)")

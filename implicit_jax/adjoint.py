@@ -38,7 +38,7 @@ PyTree = Any
 
 
 class BackwardInfo(NamedTuple):
-    """Diagnostics of a backward pass, read through :func:`backward_tap` (floats, maxima over samples).
+    """Diagnostics of a backward pass, read through :func:`~implicit_jax.backward_tap` (floats, maxima over samples).
 
     Attributes:
       steps: iterations of the adjoint solve (0 where there is none; -1 where the
@@ -64,7 +64,7 @@ class BackwardInfo(NamedTuple):
 def backward_tap(dtype=jnp.float32) -> BackwardInfo:
     """A zero "tap" to pass as ``fixed_point(..., backward_tap=tap)`` or ``argmin(..., backward_tap=tap)``.
 
-    Differentiate with respect to it and its cotangent is the :class:`BackwardInfo` of the
+    Differentiate with respect to it and its cotangent is the :class:`~implicit_jax.BackwardInfo` of the
     backward pass::
 
         def loss(params, tap):
@@ -131,8 +131,8 @@ def custom_root(rule: CotangentRule, name: str, *, keeps_solver_state: bool = Fa
     ``problem``, ``solver`` and ``criterion`` are static. ``problem`` provides
     ``solve(solver, criterion, inputs, y0) -> (y, info, state)`` and
     ``backward_context(solver, criterion, inputs, y, state, want_info) -> AdjointContext``.
-    ``tap`` is ``None`` or a :func:`backward_tap` value, whose cotangent becomes the rule's
-    :class:`BackwardInfo`. The forward solver's final memory is saved for the backward
+    ``tap`` is ``None`` or a :func:`~implicit_jax.backward_tap` value, whose cotangent becomes the rule's
+    :class:`~implicit_jax.BackwardInfo`. The forward solver's final memory is saved for the backward
     pass only if ``keeps_solver_state``; otherwise the residuals are ``inputs`` and the root.
     """
 

@@ -2,7 +2,7 @@
 
 Inside a traced computation the check runs through ``jax.debug.callback``; the
 exception then surfaces as a ``JaxRuntimeError`` whose message contains the
-:class:`NonConvergenceError` text. Outside tracing it is raised directly.
+:class:`~implicit_jax.NonConvergenceError` text. Outside tracing it is raised directly.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _run_check(check, *args) -> None:
 
 
 def raise_if_not_converged(info) -> None:
-    """Raise :class:`NonConvergenceError` unless every sample of a forward solve converged."""
+    """Raise :class:`~implicit_jax.NonConvergenceError` unless every sample of a forward solve converged."""
     _run_check(_check_forward, info.converged, info.steps, info.abs_residual, info.rel_residual)
 
 
@@ -54,7 +54,7 @@ def _check_argmin(converged, steps, grad_norm, value):
 
 
 def raise_if_argmin_not_converged(info) -> None:
-    """Raise :class:`NonConvergenceError` unless an inner minimisation met its gradient tolerance."""
+    """Raise :class:`~implicit_jax.NonConvergenceError` unless an inner minimisation met its gradient tolerance."""
     _run_check(_check_argmin, info.converged, info.steps, info.grad_norm, info.value)
 
 

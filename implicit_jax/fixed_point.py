@@ -117,10 +117,10 @@ def fixed_point(
       atol: absolute part of ``stop_mode="mixed"``.
       batched: the leading axis of every leaf of ``z`` indexes independent samples: each
         gets its own stopping test, quasi-Newton/Anderson memory and residual.
-      throw: raise :class:`NonConvergenceError` if the forward solve (or the backward's
+      throw: raise :class:`~implicit_jax.NonConvergenceError` if the forward solve (or the backward's
         adjoint solve) ends unconverged; works under ``jit``.
-      return_info: also return the forward :class:`SolverInfo`.
-      backward_tap: a :func:`backward_tap` value; its gradient is the :class:`BackwardInfo`
+      return_info: also return the forward :class:`~implicit_jax.solvers.SolverInfo`.
+      backward_tap: a :func:`~implicit_jax.backward_tap` value; its gradient is the :class:`~implicit_jax.BackwardInfo`
         of the backward pass.
 
     Returns:

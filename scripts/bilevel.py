@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from examples.bilevel import hyper_cleaning, logreg_ho, report, schedule_tuning
 from examples.bilevel.config import argmin_backwards, unrolled_methods, validate_bilevel_config
-from implicit_jax.train.cli import exit_on_run_errors, preflight
+from implicit_jax.train.cli import exit_if_dry_run, exit_on_run_errors, preflight
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "path to a bilevel config in configs/", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder")
@@ -147,6 +147,7 @@ def main(argv):
         validate_bilevel_config(config)
     except ValueError as error:
         sys.exit(f"error: {error}")
+    exit_if_dry_run(f"bi-level experiment {config.experiment} into {_WORKDIR.value}")
     workdir = _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
     with exit_on_run_errors():  # Ctrl-C: one line and exit 130 (nothing is written: results.json comes at the end)

@@ -7,6 +7,8 @@
         --backwards=implicit,phantom_unroll:k=3:damping=0.8,phantom_unroll:k=10,shine:refine=2
     python scripts/compare_backward.py --config configs/digits_deq_mlp.py --workdir runs/e2e --seeds=0,1 \
         --backwards=implicit,anderson/shine,broyden/shine,jfb --results=benchmarks/results/end_to_end_digits
+    python scripts/compare_backward.py --config configs/digits_deq_mlp.py --workdir runs/e2e_again \
+        --summarize=runs/e2e/compare.json --target_drop=1.0      # the report of earlier runs again, no training
 
 An estimator is ``[SOLVER/]NAME[:OPTION=VALUE...]``: a backward name, optionally the forward solver
 it runs with (otherwise the config's; ``shine`` without one uses the config's ``anderson`` or
@@ -19,8 +21,9 @@ batch order; the data subset stays the config's). Each run (metrics, plots, chec
 Prints two tables: per run (test accuracy, forward and backward milliseconds per train step,
 mean forward solver steps, training seconds), and per estimator over its seeds (final accuracy
 as mean ± half range, wall time and its ratio to the reference, the time to reach the target
-accuracy -- the reference's mean final accuracy minus ``--target_drop`` points, the reference being
-``implicit`` when compared -- forward solver steps over the last logged windows, and the backward
+accuracy -- the final accuracy of the reference run with the same seed minus ``--target_drop`` points,
+the reference being ``implicit`` when compared; runs of one seed share initialisation and batch
+order, so each is held to its paired reference -- forward solver steps over the last logged windows, and the backward
 share of the step time). Writes both with every run's accuracy curve to ``WORKDIR/compare.json``,
 plots accuracy against time and steps to ``WORKDIR/accuracy_vs_time.png`` and train loss to
 ``WORKDIR/loss_vs_time.png``, and with ``--results=PREFIX`` also writes ``PREFIX.json`` and
@@ -46,7 +49,13 @@ from implicit_jax._registry import parse_spec
 from implicit_jax.estimators import BACKWARDS
 from implicit_jax.train import data as data_lib
 from implicit_jax.train import fit, is_primary, read_metrics, sharding, validate_config
-from implicit_jax.train.cli import define_distributed_flags, exit_on_run_errors, initialize_distributed_from_flags, preflight
+from implicit_jax.train.cli import (
+    define_distributed_flags,
+    exit_if_dry_run,
+    exit_on_run_errors,
+    initialize_distributed_from_flags,
+    preflight,
+)
 from implicit_jax.train.loop import init_state, make_eval_step, make_train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file", lock_config=False, accept_new_attributes=True)
@@ -61,8 +70,13 @@ _SEEDS = flags.DEFINE_list("seeds", [], "training seeds, each estimator trained 
 _TARGET_DROP = flags.DEFINE_float(
     "target_drop",
     0.5,
-    "target accuracy = the reference's mean final accuracy minus this "
+    "target accuracy = the reference's final accuracy with the same seed minus this "
     "many points (the reference: implicit if compared, else the first estimator)",
+)
+_SUMMARIZE = flags.DEFINE_string(
+    "summarize",
+    "",
+    "a compare.json of earlier runs: print and write its report again (--target_drop, --results) without training",
 )
 _RESULTS = flags.DEFINE_string(
     "results", "", "also write the report to RESULTS.json and RESULTS.png (e.g. benchmarks/results/end_to_end_digits)"
@@ -143,26 +157,41 @@ def final_forward_steps(records: list[dict], windows: int = 3) -> float:
     return sum(tail) / len(tail)
 
 
-def summarize(rows: list[dict], target_drop: float) -> tuple[list[dict], float]:
-    """Per estimator, over its seeds: final test accuracy (mean and half range), time and steps to the target
-    accuracy (the reference's mean final accuracy - ``target_drop``; the reference is ``implicit`` when compared,
-    else the first estimator), wall time, forward steps at the end, backward share of the step time.
+def reference_name(rows: list[dict]) -> str:
+    """The estimator the others are measured against: ``implicit`` when compared, else the first."""
+    specs = list(dict.fromkeys(r["backward"] for r in rows))
+    return "implicit" if "implicit" in specs else specs[0]
 
-    Returns the summary rows (in the order the estimators were given) and the target accuracy.
+
+def seed_targets(rows: list[dict], target_drop: float) -> dict[int, float]:
+    """Per seed, the target accuracy: the reference's final accuracy with that seed minus ``target_drop``.
+
+    Runs of one seed share the initialisation and the batch order, so each run is held to the
+    reference run it is paired with; seed-to-seed spread does not enter the comparison.
+    """
+    reference = reference_name(rows)
+    return {r["seed"]: r["test_accuracy"] - target_drop for r in rows if r["backward"] == reference}
+
+
+def summarize(rows: list[dict], target_drop: float) -> tuple[list[dict], dict[int, float]]:
+    """Per estimator, over its seeds: final test accuracy (mean, half range, and the mean paired difference to the
+    reference), wall time and its ratio to the reference's, time and steps to the paired target accuracy
+    (:func:`seed_targets`), forward steps at the end, backward share of the step time.
+
+    Ratios are per seed (against the reference run of the same seed), then averaged. Returns the
+    summary rows (in the order the estimators were given) and the per-seed targets.
     """
     import numpy as np
 
-    specs = list(dict.fromkeys(r["backward"] for r in rows))
-    reference = "implicit" if "implicit" in specs else specs[0]
-    target = float(np.mean([r["test_accuracy"] for r in rows if r["backward"] == reference])) - target_drop
-    reference_seconds = float(np.mean([r["train_seconds"] for r in rows if r["backward"] == reference]))
+    reference = reference_name(rows)
+    targets = seed_targets(rows, target_drop)
+    by_seed = {r["seed"]: r for r in rows if r["backward"] == reference}
     summary = []
-    for spec in specs:
-        runs = [r for r in rows if r["backward"] == spec]
+    for spec in dict.fromkeys(r["backward"] for r in rows):
+        runs = [r for r in rows if r["backward"] == spec and r["seed"] in by_seed]
         accuracy = np.array([r["test_accuracy"] for r in runs])
-        reached = [time_to_accuracy(r["curve"], target) for r in runs]
-        hit = [x for x in reached if x is not None]
-        seconds_to_target = float(np.mean([x[1] for x in hit])) if len(hit) == len(runs) else None
+        reached = [time_to_accuracy(r["curve"], targets[r["seed"]]) for r in runs]
+        all_reach = all(x is not None for x in reached)
         summary.append(
             dict(
                 backward=spec,
@@ -170,18 +199,21 @@ def summarize(rows: list[dict], target_drop: float) -> tuple[list[dict], float]:
                 seeds=[r["seed"] for r in runs],
                 accuracy_mean=float(accuracy.mean()),
                 accuracy_half_range=float((accuracy.max() - accuracy.min()) / 2),
+                accuracy_delta=float(np.mean([r["test_accuracy"] - by_seed[r["seed"]]["test_accuracy"] for r in runs])),
                 train_seconds=float(np.mean([r["train_seconds"] for r in runs])),
-                time_ratio_to_reference=float(np.mean([r["train_seconds"] for r in runs])) / reference_seconds,
-                seeds_reaching_target=len(hit),
-                seconds_to_target=seconds_to_target,
-                steps_to_target=float(np.mean([x[0] for x in hit])) if len(hit) == len(runs) else None,
-                target_time_ratio=None if seconds_to_target is None else seconds_to_target / reference_seconds,
+                time_ratio_to_reference=float(np.mean([r["train_seconds"] / by_seed[r["seed"]]["train_seconds"] for r in runs])),
+                seeds_reaching_target=sum(x is not None for x in reached),
+                seconds_to_target=float(np.mean([x[1] for x in reached])) if all_reach else None,
+                steps_to_target=float(np.mean([x[0] for x in reached])) if all_reach else None,
+                target_time_ratio=float(np.mean([x[1] / by_seed[r["seed"]]["train_seconds"] for x, r in zip(reached, runs)]))
+                if all_reach
+                else None,
                 final_forward_steps=float(np.mean([r["final_forward_steps"] for r in runs])),
                 backward_share=float(np.mean([r["backward_ms"] / max(r["forward_ms"] + r["backward_ms"], 1e-9) for r in runs])),
                 step_ms=float(np.mean([r["forward_ms"] + r["backward_ms"] for r in runs])),
             )
         )
-    return summary, target
+    return summary, targets
 
 
 def plot_loss(runs: dict[str, str], target: str) -> None:
@@ -205,9 +237,9 @@ def plot_loss(runs: dict[str, str], target: str) -> None:
     plt.close(figure)
 
 
-def plot_accuracy(rows: list[dict], target_accuracy: float, path: str) -> None:
+def plot_accuracy(rows: list[dict], targets: dict[int, float], path: str) -> None:
     """Test accuracy against training seconds (left) and training steps (right): a colour per estimator, a line
-    style per seed, the target accuracy dotted."""
+    style per seed, each seed's target accuracy a thin grey line in that style."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,39 +256,42 @@ def plot_accuracy(rows: list[dict], target_accuracy: float, path: str) -> None:
         for axis, x in zip(axes, (seconds, steps)):
             axis.plot(x, [100 * a for a in accuracy], styles[r["seed"]], color=colours[r["backward"]], label=label, marker=".")
     for axis, xlabel in zip(axes, ("training time (s)", "training step")):
-        axis.axhline(100 * target_accuracy, color="grey", linestyle=":", linewidth=1)
+        for seed, target in targets.items():
+            axis.axhline(100 * target, color="grey", linestyle=styles.get(seed, ":"), linewidth=0.8)
         axis.set_xlabel(xlabel)
         axis.grid(alpha=0.3)
     lows = [100 * a for r in rows for *_, a in r["curve"][len(r["curve"]) // 3 :]]
     axes[0].set_ylim(min(lows) - 1, max(lows) + 0.5)
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].legend(fontsize=8)
-    figure.suptitle(f"seeds {', '.join(map(str, seeds))} (line styles); dotted: target {100 * target_accuracy:.2f}%")
+    shown = ", ".join(f"{100 * t:.2f}% (seed {s})" for s, t in targets.items())
+    figure.suptitle(f"seeds {', '.join(map(str, seeds))} (line styles); grey: targets {shown}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def print_tables(rows: list[dict], summary: list[dict], target: float) -> None:
-    reference = (
-        rows[0] if "implicit" not in [r["backward"] for r in rows] else next(r for r in rows if r["backward"] == "implicit")
-    )
+def print_tables(rows: list[dict], summary: list[dict], targets: dict[int, float]) -> None:
+    name = reference_name(rows)
+    references = {r["seed"]: r for r in rows if r["backward"] == name}
     width = max(16, *(len(r["backward"]) + 1 for r in rows))
     print(
         f"\n{'backward':<{width}} {'solver':<9} {'seed':>4} {'test acc':>8} {'fwd ms':>8} {'bwd ms':>8} {'step/implicit':>13} "
         f"{'fwd steps':>9} {'train s':>8}"
     )
     for r in rows:
+        reference = references.get(r["seed"], next(iter(references.values())))
         ratio = (r["forward_ms"] + r["backward_ms"]) / (reference["forward_ms"] + reference["backward_ms"])
         r["step_ratio_to_implicit"] = ratio
         print(
             f"{r['backward']:<{width}} {r['solver']:<9} {r['seed']:>4} {100 * r['test_accuracy']:7.2f}% {r['forward_ms']:8.1f} "
             f"{r['backward_ms']:8.1f} {ratio:13.2f} {r['mean_forward_steps']:9.1f} {r['train_seconds']:8.0f}"
         )
-    print(f"\ntarget accuracy {100 * target:.2f}% (reference's mean final accuracy - target_drop)")
+    shown = ", ".join(f"{100 * t:.2f}% (seed {s})" for s, t in targets.items())
+    print(f"\ntarget accuracy: {name}'s final accuracy with the same seed - target_drop: {shown}; ratios per seed, then averaged")
     print(
-        f"{'backward':<{width}} {'final acc':>14} {'wall s':>7} {'wall/ref':>8} {'s to target':>11} {'target/ref':>10} "
-        f"{'end fwd steps':>13} {'bwd share':>9}"
+        f"{'backward':<{width}} {'final acc':>14} {'vs ref':>7} {'wall s':>7} {'wall/ref':>8} {'s to target':>11} "
+        f"{'target/ref':>10} {'end fwd steps':>13} {'bwd share':>9}"
     )
     for s in summary:
         to_target = "-" if s["seconds_to_target"] is None else f"{s['seconds_to_target']:.3g}"
@@ -267,7 +302,7 @@ def print_tables(rows: list[dict], summary: list[dict], target: float) -> None:
         )
         print(
             f"{s['backward']:<{width}} {100 * s['accuracy_mean']:7.2f}±{100 * s['accuracy_half_range']:.2f}% "
-            f"{s['train_seconds']:7.3g} {s['time_ratio_to_reference']:8.2f} {to_target:>11} {ratio:>10} "
+            f"{100 * s['accuracy_delta']:+7.2f} {s['train_seconds']:7.3g} {s['time_ratio_to_reference']:8.2f} {to_target:>11} {ratio:>10} "
             f"{s['final_forward_steps']:13.1f} {100 * s['backward_share']:8.0f}%"
         )
 
@@ -275,13 +310,20 @@ def print_tables(rows: list[dict], summary: list[dict], target: float) -> None:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    initialize_distributed_from_flags()
+    if _SUMMARIZE.value:  # the report of earlier runs again (e.g. with another --target_drop); nothing trains
+        with open(_SUMMARIZE.value) as handle:
+            earlier = json.load(handle)
+        os.makedirs(_WORKDIR.value, exist_ok=True)
+        write_report(earlier["config"], earlier["rows"], _WORKDIR.value, _RESULTS.value)
+        return
     seeds = [int(s) for s in _SEEDS.value] if _SEEDS.value else [None]
     try:
         validate_config(_CONFIG.value)
         configs = {(spec, seed): run_config(_CONFIG.value, spec, seed) for spec in _BACKWARDS.value for seed in seeds}
     except ValueError as error:
         sys.exit(f"error: {error}")
+    exit_if_dry_run(f"compare {len(configs)} runs ({', '.join(_BACKWARDS.value)}) into {_WORKDIR.value}")
+    initialize_distributed_from_flags()  # after the pure-Python checks above, before any device is touched
     base = _CONFIG.value
     dataset = data_lib.load(
         base.dataset, data_dir=base.data_dir, train_subset=base.train_subset, test_subset=base.test_subset, seed=base.seed
@@ -323,26 +365,33 @@ def main(argv):
         )
     if not is_primary():
         return
-    summary, target = summarize(rows, _TARGET_DROP.value / 100)
-    print_tables(rows, summary, target)
+    plot_loss(runs, os.path.join(_WORKDIR.value, "loss_vs_time.png"))
+    write_report(base.to_dict(), rows, _WORKDIR.value, _RESULTS.value)
+
+
+def write_report(config: dict, rows: list[dict], workdir: str, results: str = "") -> None:
+    """Summarize ``rows``, print both tables, write ``WORKDIR/compare.json`` and ``accuracy_vs_time.png`` (and
+    ``RESULTS.json``/``.png`` when ``results`` is given)."""
+    summary, targets = summarize(rows, _TARGET_DROP.value / 100)
+    print_tables(rows, summary, targets)
     report = dict(
-        config=base.to_dict(),
-        seeds=[r for r in seeds if r is not None] or [base.seed],
-        target_accuracy=target,
+        config=config,
+        seeds=sorted({r["seed"] for r in rows}),
+        reference=reference_name(rows),
         target_drop_points=_TARGET_DROP.value,
+        target_accuracy_per_seed={str(seed): target for seed, target in targets.items()},
         rows=rows,
         summary=summary,
     )
-    outputs = [os.path.join(_WORKDIR.value, name) for name in ("compare.json", "accuracy_vs_time.png")]
-    if _RESULTS.value:
-        os.makedirs(os.path.dirname(os.path.abspath(_RESULTS.value)), exist_ok=True)
-        outputs += [_RESULTS.value + ".json", _RESULTS.value + ".png"]
+    outputs = [os.path.join(workdir, name) for name in ("compare.json", "accuracy_vs_time.png")]
+    if results:
+        os.makedirs(os.path.dirname(os.path.abspath(results)), exist_ok=True)
+        outputs += [results + ".json", results + ".png"]
     for json_path, png_path in zip(outputs[::2], outputs[1::2]):
         with open(json_path, "w") as handle:
             json.dump(report, handle, indent=1)
-        plot_accuracy(rows, target, png_path)
-    plot_loss(runs, os.path.join(_WORKDIR.value, "loss_vs_time.png"))
-    print(f"\ntables: {', '.join(outputs[::2])}; plots: {', '.join(outputs[1::2])}, {_WORKDIR.value}/loss_vs_time.png")
+        plot_accuracy(rows, targets, png_path)
+    print(f"\ntables: {', '.join(outputs[::2])}; plots: {', '.join(outputs[1::2])}")
 
 
 if __name__ == "__main__":

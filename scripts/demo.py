@@ -130,6 +130,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (used by the test suite)")
     args = parser.parse_args()
+    from implicit_jax.train.cli import exit_if_dry_run  # needs the train extra; here so the rest does not
+
+    exit_if_dry_run(f"{Path(__file__).name} with {vars(args)}")
     batch, dim, steps, hidden, n = (16, 64, 60, 32, 400) if args.quick else (64, 256, 300, 64, 1500)
     print(f"implicit_jax {ij.__version__}, jax {jax.__version__} on {jax.devices()[0].platform}\n")
     estimator_table(batch, dim)

@@ -32,7 +32,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from implicit_jax.train import fit, is_primary, validate_config
-from implicit_jax.train.cli import define_distributed_flags, exit_on_run_errors, initialize_distributed_from_flags, preflight
+from implicit_jax.train.cli import (
+    define_distributed_flags,
+    exit_if_dry_run,
+    exit_on_run_errors,
+    initialize_distributed_from_flags,
+    preflight,
+)
 
 # New attributes are accepted so that --config.backward_options.k=3 can add an option; every name is
 # then checked (preflight, validate_config) before anything runs.
@@ -49,12 +55,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    initialize_distributed_from_flags()
     config = _CONFIG.value
     try:
-        validate_config(config)
+        validate_config(config)  # pure Python: touches no device, so it may precede joining a multi-process run
     except ValueError as error:
         sys.exit(f"error: {error}")
+    exit_if_dry_run(f"train {config.model} on {config.dataset} into {_WORKDIR.value}")
+    initialize_distributed_from_flags()
     with exit_on_run_errors():
         result = fit(config, _WORKDIR.value, resume=_RESUME.value, progress=_PROGRESS.value)
     if not is_primary():

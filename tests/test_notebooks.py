@@ -9,6 +9,8 @@ from nbclient import NotebookClient
 
 from implicit_jax.train.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
 
+pytestmark = pytest.mark.slow  # subprocesses and whole runs: the full suite, not the quick tier
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 

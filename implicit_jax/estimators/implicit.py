@@ -64,7 +64,7 @@ class LinearSolveOptions:
         and would otherwise hand back an exploding gradient. ``BackwardInfo.fallback_fraction``
         reports the share of samples rescued. ``None``: no fallback (the failure is still
         reported, and raised with ``throw=True``). A fixed-point ``solver`` stops a sample whose
-        residual grows :data:`ADJOINT_DIVERGENCE_RATIO` times its lowest, so a diverging
+        residual grows ``ADJOINT_DIVERGENCE_RATIO`` times its lowest, so a diverging
         sample is handed over after a few steps.
     """
 

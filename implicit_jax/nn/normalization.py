@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 Normalization = Literal["weight", "spectral", "none"]
+#: kernel normalisations a DEQ cell accepts (``normalization=...``).
 NORMALIZATIONS: tuple[str, ...] = ("weight", "spectral", "none")
 
 

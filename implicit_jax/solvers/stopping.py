@@ -3,16 +3,15 @@
 Every solver measures an absolute residual :math:`r` (:math:`\\|f(z) - z\\|` for a fixed
 point, :math:`\\|b - Mx\\|` for a linear system, :math:`\\|\\nabla g(w)\\|` for a minimiser)
 and a reference norm :math:`s` (:math:`\\|f(z)\\|`, :math:`\\|b\\|`, :math:`\\|\\nabla g(w_0)\\|`),
-and stops a sample when :math:`r \\le` :meth:`StopCriterion.threshold` :math:`(s)`:
+and stops a sample when :math:`r \\le` :meth:`~implicit_jax.solvers.StopCriterion.threshold` :math:`(s)`:
 
-=========  ===============================  =============================================
-mode       test                             convention of
-=========  ===============================  =============================================
-``abs``    :math:`r \\le \\text{tol}`          jaxopt (``tol`` on the residual's l2 norm)
-``rel``    :math:`r \\le \\text{tol}\\, s`       torchdeq (``rel`` residual, the DEQ default)
-``mixed``  :math:`r \\le \\text{atol} + \\text{tol}\\, s`  optimistix (``atol + rtol·|y|``; here with
-                                            l2 norms instead of its max-norm)
-=========  ===============================  =============================================
+=========  =================================================  =============================================
+mode       test                                               convention of
+=========  =================================================  =============================================
+``abs``    :math:`r \\le \\text{tol}`                           jaxopt (``tol`` on the residual's l2 norm)
+``rel``    :math:`r \\le \\text{tol}\\, s`                        torchdeq (``rel`` residual, the DEQ default)
+``mixed``  :math:`r \\le \\text{atol} + \\text{tol}\\, s`          optimistix (``atol + rtol·|y|``, l2 norms here)
+=========  =================================================  =============================================
 
 ``rel`` can never be met at a fixed point at zero (the reference norm vanishes with the
 residual); ``mixed`` with ``atol > 0`` can.
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 StopMode = Literal["abs", "rel", "mixed"]
+#: the stopping tests ``stop_mode=...`` accepts (see the table above).
 STOP_MODES = ("abs", "rel", "mixed")
 
 
@@ -65,7 +65,7 @@ class StopCriterion:
       atol: the absolute part of the ``"mixed"`` test (ignored by the other modes).
       divergence_ratio: stop a sample (unconverged, keeping its best iterate) once its absolute
         residual exceeds this multiple of the smallest one it has reached; ``None`` never does.
-        The adjoint solves of :class:`implicit_jax.Implicit` set it, so that an iteration
+        The adjoint solves of :class:`~implicit_jax.estimators.Implicit` set it, so that an iteration
         diverging on a Jacobian of spectral radius above one hands over to the GMRES
         fallback after a few steps instead of ``max_steps``.
     """

@@ -17,7 +17,16 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from implicit_jax.train.checkpoint import Checkpointer
 from implicit_jax.train.config import SCHEMA, base_config, model_from_config, optimizer_from_config, validate_config
 from implicit_jax.train.data import DATASETS, Dataset, batch_indices, check_dataset, load
-from implicit_jax.train.loop import RunResult, TrainState, evaluate, fit, init_state, make_eval_step, make_train_step
+from implicit_jax.train.loop import (
+    RunInterrupted,
+    RunResult,
+    TrainState,
+    evaluate,
+    fit,
+    init_state,
+    make_eval_step,
+    make_train_step,
+)
 from implicit_jax.train.metrics import MetricsWriter, plot_metrics, read_metrics
 from implicit_jax.train.sharding import data_mesh, initialize_distributed, is_primary, replicate, shard_batch
 
@@ -27,6 +36,7 @@ __all__ = [
     "Checkpointer",
     "Dataset",
     "MetricsWriter",
+    "RunInterrupted",
     "RunResult",
     "TrainState",
     "base_config",

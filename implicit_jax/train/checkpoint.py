@@ -2,7 +2,7 @@
 
 A checkpoint holds the leaves of the train state (parameters, optimizer state, step,
 PRNG key) and metadata: the configuration fields that fix parameter shapes
-(:data:`~implicit_jax.train.config.MODEL_FIELDS`), every leaf's shape and dtype, and the
+(``MODEL_FIELDS`` of :mod:`implicit_jax.train.config`), every leaf's shape and dtype, and the
 training seconds spent so far. :meth:`Checkpointer.restore` checks the description and the
 shapes against the current run *before* reading any array and raises a ValueError that says
 what differs, so an incompatible checkpoint is never half-loaded and nothing is overwritten.

@@ -104,7 +104,7 @@ def initialize_distributed_from_flags() -> None:
 def exit_on_run_errors():
     """Turn what a run reports into one line and an exit status: 128 + signal after Ctrl-C/SIGTERM, 1 on errors.
 
-    Covers :class:`~implicit_jax.train.loop.RunInterrupted` (the run checkpointed first),
+    Covers :class:`~implicit_jax.train.RunInterrupted` (the run checkpointed first),
     :class:`~implicit_jax.train.health.NonFiniteError`, :class:`~implicit_jax.train.lock.RunLockedError`
     and ValueError (a bad workdir, config or checkpoint); anything else keeps its traceback.
     """
@@ -122,3 +122,16 @@ def exit_on_run_errors():
         sys.exit(130)
     except (ValueError, NonFiniteError, RunLockedError) as error:
         sys.exit(f"error: {error}")
+
+
+#: set to ``1`` to make the scripts stop after checking their command line (flags, config file,
+#: overrides, estimator specs) and before loading data or computing anything: the docs' tests run
+#: every documented command this way.
+DRY_RUN_ENV = "IMPLICIT_JAX_DRY_RUN"
+
+
+def exit_if_dry_run(what: str) -> None:
+    """Print ``dry run: <what>`` and exit 0 when :data:`DRY_RUN_ENV` is ``1``; otherwise do nothing."""
+    if os.environ.get(DRY_RUN_ENV) == "1":
+        print(f"dry run: {what}; nothing was loaded or run")
+        sys.exit(0)

@@ -1,8 +1,8 @@
 """Training configuration: the schema, its validation, and the objects built from it.
 
-A configuration is an ``ml_collections.ConfigDict`` made by :func:`base_config` and
+A configuration is an ``ml_collections.ConfigDict`` made by :func:`~implicit_jax.train.base_config` and
 updated by a file in ``configs/`` (the Flax examples' convention). Every field is listed
-in :data:`SCHEMA` with its type and allowed values; :func:`validate_config` checks a
+in :data:`~implicit_jax.train.config.SCHEMA` with its type and allowed values; :func:`~implicit_jax.train.validate_config` checks a
 configuration against it and raises one ValueError listing every problem, before any
 data is loaded or anything compiled.
 """
@@ -38,7 +38,7 @@ def _non_negative(v):
     return v >= 0
 
 
-# field: (type, check or tuple of allowed values or None, description)
+#: each configuration field, as ``name -> (type, check or tuple of allowed values or None, description)``.
 SCHEMA: dict[str, tuple[type, Any, str]] = {
     "dataset": (str, DATASETS, "dataset name"),
     "data_dir": (str, None, "folder of the dataset files ('' = default location)"),
@@ -88,7 +88,7 @@ MODEL_FIELDS = ("dataset", "model", "width", "groups", "normalization", "optimiz
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Defaults for every field of :data:`SCHEMA` (a config file overrides some)."""
+    """Defaults for every field of :data:`~implicit_jax.train.config.SCHEMA` (a config file overrides some)."""
     return ml_collections.ConfigDict(
         dict(
             dataset="synthetic",

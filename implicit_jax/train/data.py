@@ -29,6 +29,7 @@ FASHION_MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+#: dataset names ``load`` (and the config's ``dataset``) accepts.
 DATASETS = ("fashion_mnist", "digits", "synthetic")
 
 

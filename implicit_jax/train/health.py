@@ -6,7 +6,7 @@ reduction per array, a pass over the parameters that costs little next to a DEQ'
 solve. The step then keeps the previous state where anything is non-finite
 (:func:`select_state`), so a non-finite value never reaches the state, a checkpoint or the
 next step. The host reads the flags with the step's other metrics (no extra device sync)
-and applies the configured policy (:data:`NONFINITE_POLICIES`):
+and applies the configured policy (``NONFINITE_POLICIES``):
 
 * ``"stop"``: raise :class:`NonFiniteError` naming the step and what went non-finite; the
   state of the last good step is checkpointed on the way out.

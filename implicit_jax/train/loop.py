@@ -7,7 +7,7 @@ state and the step's batch (the batch itself is a pure function of the step, see
 :func:`implicit_jax.train.data.batch_indices`), so a run interrupted and resumed from
 its latest checkpoint ends with exactly the parameters of an uninterrupted run.
 An interrupted run (Ctrl-C, ``SIGTERM``, or any exception) writes a checkpoint of the
-last completed step before it exits; Ctrl-C and ``SIGTERM`` then raise :class:`RunInterrupted`.
+last completed step before it exits; Ctrl-C and ``SIGTERM`` then raise :class:`~implicit_jax.train.RunInterrupted`.
 In a multi-process run ``SIGTERM`` to any process stops every process at one agreed step
 (JAX's preemption sync point) with a checkpoint; Ctrl-C or an error in one process cannot
 checkpoint (that needs every process) and resumes from the last periodic checkpoint.
@@ -136,10 +136,10 @@ def make_train_step(
     """One optimizer step: ``(state, images, labels) -> (state, metrics)`` (not jitted).
 
     The updates are scaled by ``state.lr_scale`` (the same as scaling the learning rate, for
-    every optimizer of :func:`~implicit_jax.train.config.optimizer_from_config`). Where the loss,
+    every optimizer of :func:`~implicit_jax.train.optimizer_from_config`). Where the loss,
     a gradient or the updated state is non-finite the step returns the previous state
     unchanged, or with only the step counter advanced if ``skip_nonfinite``; ``metrics``
-    holds the flags of :func:`~implicit_jax.train.health.finite_report` under :data:`HEALTH_KEYS`.
+    holds the flags of :func:`~implicit_jax.train.health.finite_report` under ``HEALTH_KEYS``.
     """
     loss_fn = make_loss(graphdef, rest, jac_reg_weight=jac_reg_weight, unrolled_steps=unrolled_steps)
 

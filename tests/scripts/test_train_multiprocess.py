@@ -17,6 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses and whole runs: the full suite, not the quick tier
+
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ["--config", "configs/smoke.py", "--progress=false", "--config.num_epochs=2", "--config.eval_every=16"]
 

@@ -85,7 +85,7 @@ def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     and unrolled Anderson would return NaN gradients on any problem whose residuals
     become parallel (every one-dimensional problem).
 
-    Up to ``m =`` :data:`UNROLLED_SOLVE_MAX_SIZE`: Cholesky :math:`a = L L^\top`, then two
+    Up to ``m =`` ``UNROLLED_SOLVE_MAX_SIZE``: Cholesky :math:`a = L L^\top`, then two
     triangular solves, unrolled over the (static, small) size on the *entries*: each
     :math:`a_{ij}` is one array over the leading axes, so every scalar operation of the
     factorisation is one vector operation across samples. XLA fuses these into a few
@@ -236,7 +236,7 @@ class Anderson(AbstractFixedPointSolver):
     shares_inverse = True
 
     def inverse_transpose_product(self, state, v):
-        """:math:`H^\\top v` with the multisecant estimate of the history (:func:`multisecant_rmatvec`)."""
+        """:math:`H^\\top v` with the multisecant estimate of the history (``multisecant_rmatvec``)."""
         return multisecant_rmatvec(state, v, self.mixing, self.regularization)
 
     def step(self, fn, z, fz, state, active):

@@ -37,7 +37,7 @@ FlatFn = Callable[[jax.Array], jax.Array]
 class AbstractFixedPointSolver(abc.ABC):
     """Interface of the forward (and adjoint) fixed-point solvers. Subclasses are frozen dataclasses."""
 
-    #: whether :meth:`step` may run inside ``lax.scan`` under reverse-mode autodiff.
+    #: whether ``step`` may run inside ``lax.scan`` under reverse-mode autodiff.
     supports_unrolling: bool = True
     #: what to do instead when ``supports_unrolling`` is false.
     unroll_hint: str = ""

@@ -89,6 +89,7 @@ def test_gmres_restart_option_warns_and_becomes_a_configured_gmres():
         ij.Implicit(solver="anderson", gmres_restart=7)
 
 
+@pytest.mark.slow
 def test_old_custom_fixed_point_signature_still_gives_its_rules_gradient():
     from implicit_jax import _flat
     from implicit_jax.estimators import FixedPointProblem, custom_fixed_point

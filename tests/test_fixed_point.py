@@ -30,6 +30,7 @@ def pytree_problem(dtype=jnp.float32):
     return f, params, x, z0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", ALL_BACKWARDS)
 def test_pytree_params_and_tuple_state_with_every_backward(backward):
     f, params, x, z0 = pytree_problem()
@@ -46,6 +47,7 @@ def test_pytree_params_and_tuple_state_with_every_backward(backward):
     assert tree_cosine(grads, exact) > 0.9
 
 
+@pytest.mark.slow
 def test_implicit_matches_unroll_on_pytrees_in_float64():
     f, params, x, z0 = pytree_problem(jnp.float64)
     grad = lambda bw: jax.grad(
@@ -55,6 +57,7 @@ def test_implicit_matches_unroll_on_pytrees_in_float64():
     chex.assert_trees_all_close(grad("implicit"), grad("unroll"), atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", ALL_BACKWARDS)
 def test_vmap_over_samples_equals_the_batched_solve(backward):
     # float64. SHINE reads Broyden's last updates, whose steps near convergence are ~1e-10 and
@@ -70,6 +73,7 @@ def test_vmap_over_samples_equals_the_batched_solve(backward):
     chex.assert_trees_all_close(jax.grad(batched)(params), jax.jit(jax.grad(per_sample))(params), rtol=rtol, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", ALL_BACKWARDS + [ij.Unroll(replay=True)], ids=str)
 def test_padded_sample_and_integer_leaves_leave_the_gradient_finite_and_unchanged(backward):
     # A masked (zero-padded) sample starts at its fixed point z = 0, where the residual norm's
@@ -100,6 +104,7 @@ def test_padded_sample_and_integer_leaves_leave_the_gradient_finite_and_unchange
     chex.assert_trees_all_close({k: d_params[k] for k in ("W", "U")}, {k: alone[k] for k in ("W", "U")}, rtol=rtol, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_dtypes_are_preserved_and_info_is_reported(dtype):
     f, params, x, c = tanh_layer(d=8, batch=2, dtype=dtype)
@@ -113,6 +118,7 @@ def test_dtypes_are_preserved_and_info_is_reported(dtype):
     np.testing.assert_array_less(np.asarray(info.rel_residual), tol)
 
 
+@pytest.mark.slow
 def test_unbatched_info_is_scalar_and_gradients_reach_x_and_closed_over_values():
     f, params, x, c = linear_problem()
     scale = jnp.asarray(0.5)
@@ -128,6 +134,7 @@ def test_unbatched_info_is_scalar_and_gradients_reach_x_and_closed_over_values()
     assert np.linalg.norm(grads[1]) > 0
 
 
+@pytest.mark.slow
 def test_configured_objects_are_hashable_static_arguments():
     f, params, x, c = tanh_layer(d=8, batch=2, dtype=jnp.float32)
 
@@ -209,6 +216,7 @@ def test_nan_map_is_never_converged():
     assert not np.isfinite(float(info.abs_residual))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_throw_raises_on_non_convergence(jit):
     f, params, x, _ = tanh_layer(d=8, batch=2, dtype=jnp.float32)
@@ -229,6 +237,7 @@ def _equinox_problem(dtype):
     return eqx, mlp, (lambda m, z, x: 0.5 * m(z) + x), jnp.linspace(-1.0, 1.0, 4, dtype=dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["anderson", "broyden", "fixed_point_iteration"])
 def test_equinox_module_as_params_exact_gradients(solver):
     eqx, mlp, cell, x = _equinox_problem(jnp.float64)
@@ -242,6 +251,7 @@ def test_equinox_module_as_params_exact_gradients(solver):
         chex.assert_trees_all_close(eqx.filter(grads, eqx.is_array), eqx.filter(reference, eqx.is_array), atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", ["shine", "jfb", "phantom_unroll", "phantom_neumann"])
 def test_equinox_module_as_params_with_every_other_estimator(backward):
     eqx, mlp, cell, x = _equinox_problem(jnp.float32)
@@ -254,6 +264,7 @@ def test_equinox_module_as_params_with_every_other_estimator(backward):
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_array)))
 
 
+@pytest.mark.slow
 def test_nnx_module_and_linen_apply_as_params():
     from flax import linen, nnx
 

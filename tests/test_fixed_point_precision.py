@@ -36,6 +36,7 @@ CASES = [(solver, dtype, 64) for solver in ("anderson", "broyden", "fixed_point_
 CASES += [(solver, "bfloat16", 1024) for solver in ("anderson", "broyden", "fixed_point_iteration")]  # sums over 1024 entries
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver, dtype, width", CASES, ids=[f"{s}-{d}-{w}" for s, d, w in CASES])
 def test_low_precision_matches_float32(solver, dtype, width):
     f, params, x, c, z32, grad32 = _float32_reference(width)
@@ -66,6 +67,7 @@ def _float32_gradient(backward):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("backward", ESTIMATORS)
 def test_every_estimator_in_low_precision_matches_its_float32_gradient(backward, dtype):
@@ -84,6 +86,7 @@ def test_every_estimator_in_low_precision_matches_its_float32_gradient(backward,
     assert float(tree_cosine(_cast(grad, jnp.float32), _float32_gradient(backward))) >= 0.99
 
 
+@pytest.mark.slow
 def test_argmin_in_bfloat16_matches_the_float32_hypergradient():
     a = jax.random.normal(jax.random.key(1), (40, 16), jnp.float32)
     b = jax.random.normal(jax.random.key(2), (40,), jnp.float32)
@@ -102,6 +105,7 @@ def test_argmin_in_bfloat16_matches_the_float32_hypergradient():
         assert abs(low - reference) <= bound * abs(reference), (dtype, tol, low, reference)
 
 
+@pytest.mark.slow
 def test_gmres_adjoint_in_bfloat16_accumulates_in_float32():
     f, params, x, c = tanh_layer(d=64, batch=4, norm=NORM, x_scale=1.0, dtype=jnp.float32)
     grad32 = jax.grad(lambda p: jnp.sum(c * ij.fixed_point(f, p, x, batched=True, tol=1e-6)))(params)

@@ -53,6 +53,7 @@ def _reference(name):
     return np.asarray(z), np.asarray(inverse @ db), float(jnp.linalg.norm(inverse, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, tol", CASES, ids=[f"{d}-tol{t:g}" for d, t in CASES])
 @pytest.mark.parametrize("backward", ["implicit", "implicit_jvp"])
 @pytest.mark.parametrize("solver", ["anderson", "broyden", "fixed_point_iteration"])

@@ -105,6 +105,7 @@ def spd_pairs(count, n, seed):
     return [(s, hessian @ s) for s in rng.standard_normal((count, n))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("count", [1, 3, 4, 9])
 def test_lbfgs_two_loop_matches_dense_bfgs_on_the_last_pairs(count):
     n, memory = 6, 4

@@ -26,18 +26,21 @@ def test_solution_matches_closed_form():
     assert bool(info.converged) and int(info.steps) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", ["implicit", "unroll"])
 @pytest.mark.parametrize("lam", [LAM, jnp.linspace(-2.0, 0.0, ridge.D)], ids=["scalar", "per_feature"])
 def test_exact_backwards_match_closed_form(backward, lam):
     chex.assert_trees_all_close(hypergrad(backward, lam, max_steps=200), ridge.exact_hypergradient(lam), rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_optax_inner_solver_with_unroll_and_implicit():
     kwargs = dict(solver=optax.sgd(0.3, momentum=0.8), max_steps=400, tol=1e-10)
     for backward in ("implicit", "unroll"):
         chex.assert_trees_all_close(hypergrad(backward, **kwargs), ridge.exact_hypergradient(LAM), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_pytrees_closures_and_jit():
     def loss(h, scale):
         def inner(w, h):  # tuple w, dict hparams, closes over the traced `scale`
@@ -57,6 +60,7 @@ def test_pytrees_closures_and_jit():
     np.testing.assert_allclose(g_scale, fd, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_float32():
     lam = jnp.asarray(-1.0, jnp.float32)
     g = jax.grad(
@@ -105,6 +109,7 @@ def test_mixed_stop_mode_adds_an_absolute_floor_to_the_relative_test():
     np.testing.assert_allclose(w, ridge.solution(LAM), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_non_convergence_is_reported_and_can_raise():
     _w, info = ij.argmin(ridge.inner, LAM, W0, max_steps=2, tol=1e-12, return_info=True)
     assert not bool(info.converged) and int(info.steps) == 2
@@ -124,6 +129,7 @@ def test_nan_inner_problem_is_not_converged_and_hypergradient_raises_under_throw
         ij.argmin(bad, LAM, W0, throw=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", ["implicit", "shine", "unroll"])
 def test_vmap_over_hyperparameters_equals_a_loop_and_the_closed_form(backward):
     # one jitted, vmapped while_loop solves every problem; finished ones are held while the others run
@@ -143,6 +149,7 @@ def test_vmap_over_hyperparameters_equals_a_loop_and_the_closed_form(backward):
 MIN_COSINE = {"implicit": 0.99999, "unroll": 0.99999, "shine": 0.99, "neumann": 0.99, "jfb": 0.95}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", sorted(ARGMIN_BACKWARDS))
 def test_every_backward_on_pytrees_under_jit_with_its_tap(backward):
     assert set(MIN_COSINE) == set(ARGMIN_BACKWARDS)
@@ -173,6 +180,7 @@ def test_every_backward_on_pytrees_under_jit_with_its_tap(backward):
     assert hash(estimator) == hash(ARGMIN_BACKWARDS[backward]()) and estimator.name == backward
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", [optax.lbfgs(), optax.adam(0.05), optax.sgd(0.3)], ids=["lbfgs", "adam", "sgd"])
 def test_any_optax_optimizer_as_the_inner_solver_gives_the_exact_hypergradient(optimizer):
     exact = ridge.exact_hypergradient(LAM)

@@ -26,6 +26,7 @@ def test_jit_and_pytree_structure():
     chex.assert_trees_all_close(grad, run("reverse", num_values=4)[1], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_float32_runs():
     h, s0 = P.hparams(3, jnp.float32), P.state0(jnp.float32)
     for method in ("reverse", "fds"):
@@ -55,6 +56,7 @@ def test_bad_inputs_fail_with_clear_errors():
         ij.unrolled_hypergradient(step, h, s0, T, lambda s, h: s[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["reverse", "fds", "truncated"])
 def test_an_equinox_model_as_state_and_hparams_with_static_leaves(method):
     """An eqx.nn.MLP trained by SGD (its activation a non-array leaf) and hparams holding a function."""

@@ -13,6 +13,7 @@ from implicit_jax.estimators import ADJOINT_SOLVERS
 from implicit_jax.testing import dense_implicit_grad, linear_closed_form, linear_problem, tanh_layer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adjoint", ADJOINT_SOLVERS)
 def test_linear_map_matches_closed_form(adjoint):
     f, params, x, c = linear_problem()
@@ -28,6 +29,7 @@ def test_linear_map_matches_closed_form(adjoint):
     chex.assert_trees_all_close(grads, (grads_exact, dx_exact), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["anderson", "broyden", "fixed_point_iteration"])
 def test_tanh_layer_matches_dense_jacobian_solve(solver):
     f, params, x, c = tanh_layer(d=16, batch=3)
@@ -39,6 +41,7 @@ def test_tanh_layer_matches_dense_jacobian_solve(solver):
     chex.assert_trees_all_close(grads, expected, atol=1e-8, rtol=1e-7)
 
 
+@pytest.mark.slow
 def test_gmres_adjoint_is_exact_where_the_adjoint_iteration_diverges():
     f, params, x, c = linear_problem()
     params = dict(params, W=1.5 * jnp.linalg.qr(jax.random.normal(jax.random.PRNGKey(3), (6, 6)))[0])  # every |eigenvalue| = 1.5
@@ -67,6 +70,7 @@ def test_gmres_adjoint_is_exact_where_the_adjoint_iteration_diverges():
     assert float(info.converged) == 1.0 and float(info.fallback_fraction) == 1.0 and float(info.steps) <= 26 + 6
 
 
+@pytest.mark.slow
 def test_tanh_layer_matches_finite_differences():
     f, params, x, c = tanh_layer(d=8, batch=2)
     loss = lambda p: jnp.sum(c * ij.fixed_point(f, p, x, tol=1e-13, max_steps=500, batched=True))
@@ -79,6 +83,7 @@ def test_tanh_layer_matches_finite_differences():
     np.testing.assert_allclose(analytic, fd, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_backward_tap_reports_the_adjoint_solve():
     f, params, x, c = tanh_layer(d=8, batch=2)
 
@@ -90,6 +95,7 @@ def test_backward_tap_reports_the_adjoint_solve():
     assert float(info.rel_residual) <= 1e-9
 
 
+@pytest.mark.slow
 def test_unconverged_adjoint_raises_with_throw():
     f, params, x, c = tanh_layer(d=8, batch=2)
     loss = lambda p: jnp.sum(
@@ -116,6 +122,7 @@ def test_invalid_configuration():
     seed=st.integers(0, 2**16),
     solver=st.sampled_from(["anderson", "broyden", "fixed_point_iteration"]),
 )
+@pytest.mark.slow
 def test_property_random_linear_contractions_match_the_closed_form(d, norm, seed, solver):
     f, params, x, c = linear_problem(d=d, seed=seed, norm=norm)
     u = jnp.linalg.solve(jnp.eye(d) - params["W"].T, c)
@@ -152,6 +159,7 @@ ITERATION = "fixed_point_iteration"
 @pytest.mark.parametrize(
     "backward", [ij.Implicit(solver=ITERATION), ij.ImplicitJVP(solver=ITERATION)], ids=["implicit", "implicit_jvp"]
 )
+@pytest.mark.slow
 def test_an_unconverged_adjoint_is_rescued_by_gmres_per_sample(backward):
     jac, info = jacobian_and_info(backward)
     chex.assert_trees_all_close(jac, jnp.linalg.inv(H), atol=1e-6)
@@ -182,6 +190,7 @@ def test_without_the_rescue_the_failure_is_flagged_and_raised():
         )(B)
 
 
+@pytest.mark.slow
 def test_only_the_unconverged_samples_are_rescued():
     # two samples: one with a contractive map (plain adjoint converges), one with the map above
     def f(p, z, x):

@@ -13,6 +13,7 @@ from implicit_jax.testing import dense_implicit_grad, linear_problem, tanh_layer
 TIGHT = dict(tol=1e-12, max_steps=400)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ADJOINT_SOLVERS)
 def test_linear_map_tangents_match_the_closed_form(solver):
     # z* = (I - W)^-1 (U x + b): dz = (I - W)^-1 (dW z* + U dx + db)
@@ -28,6 +29,7 @@ def test_linear_map_tangents_match_the_closed_form(solver):
     chex.assert_trees_all_close(d_z, expected, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["anderson", "gmres"])  # per-sample and whole-batch solves
 def test_gradients_equal_the_dense_jacobian_solve_and_the_custom_vjp_estimator(solver):
     f, params, x, c = tanh_layer(d=12, batch=3)
@@ -43,6 +45,7 @@ def test_gradients_equal_the_dense_jacobian_solve_and_the_custom_vjp_estimator(s
     chex.assert_trees_all_close(grads, reverse, atol=1e-9, rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_forward_and_reverse_jacobians_agree_with_pytree_state():
     # z = (a, b) a tuple state, batched; jacfwd (tangent solves) = jacrev (adjoint solves)
     def f(p, z, x):
@@ -59,6 +62,7 @@ def test_forward_and_reverse_jacobians_agree_with_pytree_state():
     chex.assert_trees_all_close(forward, reverse, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_hessian_matches_the_unrolled_solvers_hessian():
     # unroll differentiates the converged iterations twice by plain autodiff: a ground truth
     f, params, x, _ = tanh_layer(d=6, batch=1)
@@ -72,6 +76,7 @@ def test_hessian_matches_the_unrolled_solvers_hessian():
     chex.assert_trees_all_close(flat, flat.T, atol=1e-10)  # symmetric
 
 
+@pytest.mark.slow
 def test_hessian_vector_product_in_params_matches_finite_differences_of_the_gradient():
     f, params, x, c = tanh_layer(d=8, batch=2)
     loss = lambda p: jnp.sum(jnp.sin(c * ij.fixed_point(f, p, x, backward="implicit_jvp", batched=True, **TIGHT)))
@@ -84,6 +89,7 @@ def test_hessian_vector_product_in_params_matches_finite_differences_of_the_grad
     chex.assert_trees_all_close(hvp, fd, atol=1e-7, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_vmap_over_problems_equals_a_loop_and_float32_runs():
     f, params, x, c = tanh_layer(d=8, batch=3, dtype=jnp.float32)
     grad_one = jax.grad(
@@ -95,6 +101,7 @@ def test_vmap_over_problems_equals_a_loop_and_float32_runs():
     chex.assert_trees_all_close(batched, looped, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["jvp", "grad"])
 def test_unconverged_tangent_or_adjoint_solve_raises_with_throw(mode):
     f, params, x, _ = tanh_layer(d=8, batch=2)

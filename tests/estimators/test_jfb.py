@@ -3,11 +3,13 @@
 import chex
 import jax
 import jax.numpy as jnp
+import pytest
 
 import implicit_jax as ij
 from implicit_jax.testing import linear_closed_form, linear_problem
 
 
+@pytest.mark.slow
 def test_linear_map_matches_its_closed_form():
     f, params, x, c = linear_problem()
     _, expected, dx = linear_closed_form(params, x, c, c)  # u = g = c

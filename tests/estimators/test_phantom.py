@@ -22,6 +22,7 @@ def neumann_adjoint(w, c, k, damping):
     return damping * sum(terms)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", [ij.PhantomNeumann, ij.PhantomUnroll])
 @pytest.mark.parametrize("k,damping", [(1, 0.5), (3, 0.5), (5, 1.0), (7, 0.8)])
 def test_linear_map_matches_the_closed_form(estimator, k, damping):
@@ -43,6 +44,7 @@ def phantom_cosines(estimator, damping, ks):
     return [tree_cosine(grad(estimator(k=k, damping=damping)), exact) for k in ks]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", [ij.PhantomNeumann, ij.PhantomUnroll])
 @pytest.mark.parametrize("damping", [0.5, 1.0])
 def test_cosine_to_exact_rises_with_k(estimator, damping):
@@ -53,6 +55,7 @@ def test_cosine_to_exact_rises_with_k(estimator, damping):
     assert cosines[-1] > (0.99 if damping == 0.5 else 0.999), cosines
 
 
+@pytest.mark.slow
 def test_unit_damping_converges_faster_and_k1_is_damping_independent():
     ks = [1, 5]
     half, one = phantom_cosines(ij.PhantomNeumann, 0.5, ks), phantom_cosines(ij.PhantomNeumann, 1.0, ks)
@@ -60,6 +63,7 @@ def test_unit_damping_converges_faster_and_k1_is_damping_independent():
     assert one[1] > half[1]
 
 
+@pytest.mark.slow
 def test_unrolled_and_neumann_agree_at_an_exact_fixed_point():
     f, params, x, c = tanh_layer(d=16, batch=2)
     grad = lambda bw: jax.grad(

@@ -29,6 +29,7 @@ def grads(f, params, x, c, backward, tol=1e-10, tap=None, solver="broyden"):
 SOLVERS = ["broyden", "anderson"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_converged_shine_beats_threshold_and_jacobian_free(seed, solver):
@@ -60,6 +61,7 @@ def test_linear_map_after_convergence_is_close_to_exact():
     assert tree_cosine(shine, exact) > 0.9
 
 
+@pytest.mark.slow
 def test_anderson_with_memory_above_the_dimension_is_exact_on_a_linear_map():
     # The differences of d + 1 iterates of an affine map span R^d and satisfy Delta R = (W - I) Delta Z,
     # so the multisecant estimate is (W - I)^{-1} itself and SHINE gives the implicit gradient.
@@ -76,6 +78,7 @@ def test_anderson_with_memory_above_the_dimension_is_exact_on_a_linear_map():
     chex.assert_trees_all_close(shine, exact, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batched", [True, False])
 def test_shine_on_anderson_takes_every_state_type(batched):
     """Pytree params and a tuple state, batched or not, under jit, vmap equal to the batched solve."""
@@ -110,6 +113,7 @@ def test_shine_on_anderson_takes_every_state_type(batched):
         chex.assert_trees_all_close(jax.tree_util.tree_map(lambda g: g.sum(0), per_sample), shine[0], rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_fallback_triggers_per_sample_where_the_estimate_blows_up():
     # Sample 0 saturates tanh (J ~ 0, SHINE u ~ g). Sample 1 sits near z = 0 with W = 0.99 I,
     # so I - J is nearly singular along the cotangent, which Broyden explored: its SHINE

@@ -10,6 +10,7 @@ import implicit_jax as ij
 from implicit_jax.testing import linear_closed_form, linear_problem, tanh_layer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["fixed_point_iteration", "anderson", "broyden"])
 def test_linear_map_matches_closed_form(solver):
     f, params, x, c = linear_problem()
@@ -19,6 +20,7 @@ def test_linear_map_matches_closed_form(solver):
     chex.assert_trees_all_close(jax.grad(loss, argnums=(0, 1))(params, x), (expected, dx), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_reaches_z0_only_when_unconverged():
     f, params, x, c = tanh_layer(d=8, batch=2)
     z0 = jnp.zeros_like(x)
@@ -38,6 +40,7 @@ def test_line_search_cannot_be_unrolled():
 @pytest.mark.parametrize(
     "solver", ["fixed_point_iteration", ij.Anderson(memory=3), ij.Broyden(memory=8)], ids=["fpi", "anderson", "broyden"]
 )  # small memories compile faster
+@pytest.mark.slow
 @pytest.mark.parametrize("max_steps", [3, 60])  # stopped by the cap (z0 matters) and converged
 def test_replay_equals_autodiff_through_the_scan(solver, max_steps):
     f, params, x, c = tanh_layer(d=8, batch=3)
@@ -59,6 +62,7 @@ def test_replay_equals_autodiff_through_the_scan(solver, max_steps):
     assert (np.linalg.norm(replayed[2]) > 1e-2) == (max_steps == 3)
 
 
+@pytest.mark.slow
 def test_replay_matches_closed_form_under_vmap():
     f, params, x, c = linear_problem()
     u = jnp.linalg.solve(jnp.eye(6) - params["W"].T, c)

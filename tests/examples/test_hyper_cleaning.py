@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from examples.bilevel import hyper_cleaning as H
 
@@ -31,6 +32,7 @@ def _synthetic(seed=0, n=300, d=20):
     return H.CleaningData(x, noisy, corrupted, xv, yv, xt, yt)
 
 
+@pytest.mark.slow
 def test_hypergradient_weights_find_the_corrupted_labels():
     result = H.run(_synthetic(), "implicit", outer_steps=15, learning_rate=1.0)
     assert result["val_loss_curve"][-1] < result["val_loss_curve"][0]

@@ -16,6 +16,7 @@ def test_split_shapes_bias_and_labels(split):
     assert len(split.y_train) + len(split.y_val) + len(split.y_test) == 569
 
 
+@pytest.mark.slow
 def test_hyperopt_lowers_the_held_out_loss_and_matches_sklearn(split):
     trace = logreg_ho.run_hyperopt(split, "implicit", outer_steps=40, learning_rate=0.2)
     assert trace.val_loss[-1] < trace.val_loss[0]

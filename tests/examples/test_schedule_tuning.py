@@ -10,6 +10,7 @@ def split():
     return S.digits_split()
 
 
+@pytest.mark.slow
 def test_fds_and_reverse_tune_identically_and_lower_the_validation_loss(split):
     reverse = S.tune(split, 40, "reverse", num_values=4, outer_steps=3)
     fds = S.tune(split, 40, "fds", num_values=4, outer_steps=3)
@@ -18,6 +19,7 @@ def test_fds_and_reverse_tune_identically_and_lower_the_validation_loss(split):
     assert set(reverse["schedule"]) == {"log_lr", "momentum_logit", "log_wd"}
 
 
+@pytest.mark.slow
 def test_memory_of_forward_methods_is_flat_in_the_horizon(split):
     fds = [S.peak_temp_bytes(split, t, "fds", 4) for t in (20, 200)]
     fg2u = [S.peak_temp_bytes(split, t, ij.FG2U(num_directions=2), 4) for t in (20, 200)]

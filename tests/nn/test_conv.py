@@ -11,6 +11,7 @@ def reference(x, k):
     return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [1, 3, 5])
 def test_conv_same_matches_lax_conv_and_its_vjp(size):
     rng = np.random.default_rng(size)

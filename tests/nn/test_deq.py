@@ -16,6 +16,7 @@ def make(backward="implicit", **kw):
     return DEQ(cell, backward=backward, tol=1e-6, max_steps=100, **kw), x
 
 
+@pytest.mark.slow
 def test_deq_returns_a_fixed_point_of_its_cell_with_per_sample_info():
     deq, x = make()
     z, info = deq(x)
@@ -33,6 +34,7 @@ def loss_of(deq, x):
     return loss, state
 
 
+@pytest.mark.slow
 def test_implicit_gradient_matches_finite_differences_in_the_cell_kernel():
     deq, x = make()
     loss, state = loss_of(deq, x)
@@ -46,6 +48,7 @@ def test_implicit_gradient_matches_finite_differences_in_the_cell_kernel():
     np.testing.assert_allclose(analytic, fd, rtol=2e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", ["unroll", "shine", "phantom_unroll"])
 def test_other_estimators_point_the_same_way_as_implicit(backward):
     deq, x = make()
@@ -68,6 +71,7 @@ def test_unrolled_warmup_applies_the_cell_n_times_and_backprops_through_it():
         deq(x, unrolled_steps=0)
 
 
+@pytest.mark.slow
 def test_backward_tap_reports_the_adjoint_solve():
     deq, x = make()
     graphdef, state = nnx.split(deq)
@@ -126,6 +130,7 @@ def test_a_cell_that_updates_its_own_state_is_rejected_naming_the_variables(stat
         deq(jnp.ones((2, 4)), unrolled_steps=unrolled_steps)
 
 
+@pytest.mark.slow
 def test_the_same_layers_in_inference_mode_are_accepted_and_differentiable():
     rngs = nnx.Rngs(1)
     deq = DEQ(

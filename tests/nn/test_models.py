@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from implicit_jax.nn import DEQMLP, ConvDEQ
+from implicit_jax.nn import DEQ, DEQMLP, ConvDEQ, ResidualCell
 
 
+@pytest.mark.slow
 def test_conv_deq_shapes_convergence_and_finite_gradients():
     model = ConvDEQ(1, 3, image_size=8, channels=8, groups=4, rngs=nnx.Rngs(0), tol=1e-3, max_steps=40)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 8, 1)), jnp.float32)
@@ -20,6 +21,15 @@ def test_conv_deq_shapes_convergence_and_finite_gradients():
     assert float(penalty) > 0
 
 
+def test_residual_cell_keeps_the_state_shape_and_its_jacobian_penalty_is_positive():
+    # the conv DEQ's cell and DEQ.jacobian_penalty at a small size (the whole ConvDEQ is in the slow tier)
+    deq = DEQ(ResidualCell(8, groups=4, rngs=nnx.Rngs(0)))
+    z, x = jnp.zeros((2, 4, 4, 8), jnp.float32), jnp.asarray(np.random.default_rng(0).standard_normal((2, 4, 4, 8)), jnp.float32)
+    out = deq.cell(z, x)
+    assert out.shape == z.shape and bool(jnp.all(jnp.isfinite(out)))
+    assert float(deq.jacobian_penalty(out, x, jax.random.key(0))) > 0
+
+
 def test_models_reject_wrong_input_shapes():
     conv = ConvDEQ(1, 3, image_size=8, channels=8, groups=4, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"expects images of shape \(batch, 8, 8, 1\)"):
@@ -31,6 +41,7 @@ def test_models_reject_wrong_input_shapes():
         ConvDEQ(1, 3, image_size=10, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_deq_mlp_cell_is_a_contraction_and_its_solve_converges():
     mlp = DEQMLP(64, 10, hidden=16, spectral_bound=0.9, rngs=nnx.Rngs(0), tol=1e-5, max_steps=100)
     assert float(jnp.linalg.norm(mlp.deq.cell.linear(), 2)) <= 0.9 + 1e-5
@@ -38,6 +49,7 @@ def test_deq_mlp_cell_is_a_contraction_and_its_solve_converges():
     assert out.logits.shape == (3, 10) and bool(jnp.all(out.info.converged))
 
 
+@pytest.mark.slow
 def test_deq_mlp_in_bfloat16_solves_in_bfloat16_and_keeps_float32_parameters_and_gradients():
     x = jax.random.normal(jax.random.key(0), (8, 20))
     models = {dtype: DEQMLP(20, 3, hidden=32, dtype=dtype, tol=1e-2, rngs=nnx.Rngs(0)) for dtype in (jnp.float32, jnp.bfloat16)}

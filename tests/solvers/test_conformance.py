@@ -53,6 +53,7 @@ def _spd(dtype):
     return a @ a.T / N + jnp.eye(N, dtype=dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", FIXED_POINT_SOLVERS, ids=name_of)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_fixed_point_solvers_converge_per_sample_under_jit(solver, dtype):
@@ -68,6 +69,7 @@ def test_fixed_point_solvers_converge_per_sample_under_jit(solver, dtype):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", FIXED_POINT_SOLVERS, ids=name_of)
 def test_fixed_point_solvers_isolate_a_nan_sample_and_never_call_it_converged(solver):
     w, b, expected = _affine_problem(jnp.float64)
@@ -77,6 +79,7 @@ def test_fixed_point_solvers_isolate_a_nan_sample_and_never_call_it_converged(so
     chex.assert_trees_all_close(z[jnp.array([0, 2])], expected[jnp.array([0, 2])], rtol=1e-8, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LINEAR_SOLVERS))
 @pytest.mark.parametrize("stop_mode", ["abs", "rel"])
 def test_linear_solvers_solve_spd_systems_and_report_true_residuals(name, stop_mode):
@@ -103,6 +106,7 @@ def test_linear_solvers_report_a_capped_solve_as_unconverged(name):
     assert not bool(jnp.all(info.converged))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("minimizer", MINIMIZERS, ids=name_of)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_minimizers_find_the_minimum_of_a_quadratic_under_jit(minimizer, dtype):

@@ -39,6 +39,7 @@ def test_mixed_metric_is_the_ratio_to_the_threshold():
 A = jnp.array([[0.5, 0.2], [0.1, 0.4]], jnp.float32)  # contraction with its fixed point at 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_a_fixed_point_at_zero_meets_mixed_but_never_rel(solver):
     fn = lambda z: z @ A.T
@@ -51,6 +52,7 @@ def test_a_fixed_point_at_zero_meets_mixed_but_never_rel(solver):
     assert not bool(info.converged[0]) and float(info.rel_residual[0]) > 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("linear_solver", [CG(), GMRES()], ids=["cg", "gmres"])
 def test_linear_solvers_with_a_zero_right_hand_side_need_mixed(linear_solver):
     # b = 0: "rel" asks for ||Mx|| <= 0, met only by an exact zero; "mixed" stops at atol.
@@ -65,6 +67,7 @@ def test_linear_solvers_with_a_zero_right_hand_side_need_mixed(linear_solver):
     assert bool(jnp.all(info.converged)) and float(jnp.max(jnp.abs(x))) < 1e-6
 
 
+@pytest.mark.slow
 def test_mixed_mode_gives_the_exact_gradient_through_the_adjoint():
     b = jnp.array([1.0, -2.0], jnp.float64)
     solve = lambda b: ij.fixed_point(

@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from implicit_jax.train.cli import exit_on_run_errors, load_config_file, override_problems
+from implicit_jax.train.cli import (
+    DRY_RUN_ENV,
+    exit_if_dry_run,
+    exit_on_run_errors,
+    load_config_file,
+    override_problems,
+    preflight,
+)
 from implicit_jax.train.health import NonFiniteError
 from implicit_jax.train.loop import RunInterrupted
 from implicit_jax.train.sharding import initialize_distributed
@@ -54,3 +61,18 @@ def test_run_errors_become_one_line_and_an_exit_status(error, status, message, c
     assert exit_info.value.code == status
     if message:
         assert capsys.readouterr().err.strip() == message
+
+
+def test_preflight_names_a_bad_config_and_a_dry_run_stops_after_the_checks(monkeypatch, capsys):
+    smoke = str(Path(__file__).resolve().parents[2] / "configs" / "smoke.py")
+    preflight(["--config", smoke, "--config.width=8"])  # fine: returns
+    with pytest.raises(SystemExit, match="unknown config field 'widht'"):
+        preflight(["--config", smoke, "--config.widht=8"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        preflight(["--config=nope.py"])
+    monkeypatch.delenv(DRY_RUN_ENV, raising=False)
+    exit_if_dry_run("train")  # not a dry run: nothing happens
+    monkeypatch.setenv(DRY_RUN_ENV, "1")
+    with pytest.raises(SystemExit) as stop:
+        exit_if_dry_run("train smoke")
+    assert stop.value.code == 0 and capsys.readouterr().out == "dry run: train smoke; nothing was loaded or run\n"

@@ -62,6 +62,7 @@ def test_conv_width_must_split_into_groups():
         validate_config(config)
 
 
+@pytest.mark.slow
 def test_model_and_optimizer_from_config():
     config = base_config()
     assert isinstance(model_from_config(config, (8, 8, 1), 4, nnx.Rngs(0)), DEQMLP)

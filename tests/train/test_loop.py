@@ -65,6 +65,7 @@ class Kill(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_ends_with_the_uninterrupted_parameters(tmp_path):
     config = smoke_config()
     straight = fit(config, str(tmp_path / "straight"), dataset=DATA, progress=False)
@@ -84,6 +85,7 @@ def test_a_killed_and_resumed_run_ends_with_the_uninterrupted_parameters(tmp_pat
     assert steps == sorted(set(steps))  # no step logged twice
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten_and_incompatible_resume_is_refused(tmp_path):
     fit(smoke_config(num_epochs=0.25), str(tmp_path), dataset=DATA, progress=False)
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -106,6 +108,7 @@ def checkpoint_steps(workdir):
     return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_naming_the_step_and_never_saves_non_finite_state(tmp_path):
     config = smoke_config(learning_rate=1e30, schedule="constant", optimizer="sgd", warmup_steps=0)
     with pytest.raises(
@@ -120,6 +123,7 @@ def test_a_diverging_run_stops_naming_the_step_and_never_saves_non_finite_state(
             assert np.all(np.isfinite(leaf)), step
 
 
+@pytest.mark.slow
 def test_skip_drops_the_batches_that_hold_a_nan_and_finishes(tmp_path):
     images = DATA.train_images.copy()
     images[[5, 300]] = np.nan  # two examples, so two batches per epoch carry a NaN
@@ -138,6 +142,7 @@ def test_skip_drops_the_batches_that_hold_a_nan_and_finishes(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_rollback_returns_to_the_checkpoint_with_a_lower_learning_rate(tmp_path):
     config = smoke_config(
         learning_rate=1e30,
@@ -157,6 +162,7 @@ def test_rollback_returns_to_the_checkpoint_with_a_lower_learning_rate(tmp_path)
     assert all(r["lr_scale"] == pytest.approx(rollbacks[-1]["lr_scale"], rel=1e-6) for r in train)  # earlier records dropped
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_marks_the_partial_window_and_resume_keeps_the_clock(tmp_path):
     def interrupt_at_step_5(step):
         if step == 5:

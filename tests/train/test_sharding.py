@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,7 @@ def run(tmp_path, devices):
     return np.load(out)
 
 
+@pytest.mark.slow
 def test_four_devices_match_one_device(tmp_path):
     one, four = run(tmp_path, 1), run(tmp_path, 4)
     assert one.files == four.files

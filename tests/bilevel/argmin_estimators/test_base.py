@@ -19,6 +19,7 @@ def _context(want_info=False):
     return problem.backward_context(LBFGS(), StopCriterion(tol=1e-12), inputs, w, state, want_info)
 
 
+@pytest.mark.slow
 def test_hvp_and_pull_match_dense_derivatives():
     ctx = _context()
     u = jnp.linspace(-1.0, 1.0, ridge.D)

@@ -9,6 +9,7 @@ from tests.bilevel import ridge
 from tests.bilevel.argmin_estimators.common import LAM, hypergrad, rel_error
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k, step_size", [(1, 0.5), (5, 0.5), (20, 0.3)])
 def test_neumann_matches_its_truncated_formula(k, step_size):
     h, v = ridge.hessian(LAM), ridge.outer_cotangent(LAM)

@@ -12,6 +12,7 @@ from tests.bilevel import ridge
 from tests.bilevel.argmin_estimators.common import LAM, W0, backward_info, hypergrad, rel_error
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lam", [LAM, jnp.linspace(-2.0, 0.0, ridge.D)], ids=["scalar", "per_feature"])
 def test_converged_shine_matches_closed_form(lam):
     # Measured on this problem: plain SHINE 1.3% relative error for one strength, 5.1% for
@@ -33,6 +34,7 @@ def test_shine_reads_the_lbfgs_memory_exactly():
     chex.assert_trees_all_close(hypergrad("shine", solver=minimizer), ridge.hypergradient_for(LAM, u), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_shine_fallback_triggers_when_the_estimate_is_poor():
     # One secant pair cannot describe a 6-D Hessian: 53% error, residual |Hu - v| / |v| = 0.37.
     poor = ij.LBFGS(memory=1)

@@ -5,6 +5,7 @@ import pytest
 from tests.bilevel.argmin_estimators.common import backward_info, hypergrad, rel_error
 
 
+@pytest.mark.slow
 def test_unroll_with_few_steps_differs_from_implicit_but_converges():
     short = hypergrad("unroll", max_steps=3)
     assert rel_error(short) > 1e-3

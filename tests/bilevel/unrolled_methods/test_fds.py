@@ -25,6 +25,7 @@ def test_shared_index_blocks_are_contiguous_and_cover_every_value():
     assert float(tree["a"]) == 1.0 and float(tree["b"]) == 30.0
 
 
+@pytest.mark.slow
 def test_fds_without_sharing_equals_reverse():
     value_f, fds = run("fds", T)
     value_r, reverse = run("reverse", T)
@@ -32,6 +33,7 @@ def test_fds_without_sharing_equals_reverse():
     chex.assert_trees_all_close(fds, reverse, rtol=1e-10, atol=1e-16)
 
 
+@pytest.mark.slow
 def test_fds_with_sharing_is_the_gradient_wrt_the_shared_values():
     _, fds = run("fds", 3)
     _, reverse = run("reverse", 3)

@@ -26,6 +26,7 @@ def exact(num_values=T):
     return ravel_pytree(ij.unrolled_hypergradient(P.make_step(T), P.hparams(num_values), P.state0(), T, P.outer_loss)[1])[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distribution, theory", [("rademacher", (N - 1) / 4), ("gaussian", (N + 1) / 4)])
 def test_unbiased_with_the_theoretical_relative_mse(distribution, theory):
     b, draws = 4, 2000
@@ -65,6 +66,7 @@ def test_value_is_the_outer_loss_and_estimate_is_the_direction_average():
     )
 
 
+@pytest.mark.slow
 def test_zeroth_order_matches_forward_mode_with_the_same_directions():
     key = jax.random.key(2)
     _, jvp = estimate(ij.FG2U(num_directions=6), key)
@@ -78,6 +80,7 @@ def test_bad_options(field, value):
         ij.FG2U(**{field: value})
 
 
+@pytest.mark.slow
 def test_directions_sharded_over_four_devices_give_the_single_device_estimate():
     script = textwrap.dedent(
         """
@@ -106,6 +109,7 @@ def test_directions_sharded_over_four_devices_give_the_single_device_estimate():
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_directions_sharded_over_the_devices_of_two_processes_give_the_single_device_estimate():
     """Two processes on 127.0.0.1 with two CPU devices each: the directions are split over all four."""
     script = textwrap.dedent(

@@ -34,6 +34,7 @@ def test_small_spd_solve_matches_numpy():
     np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [5, UNROLLED_SOLVE_MAX_SIZE + 2])  # unrolled Cholesky, then LAPACK
 def test_spd_solve_and_weights_act_on_leading_batch_axes(size):
     rng = np.random.default_rng(2)
@@ -52,6 +53,7 @@ def test_spd_solve_and_weights_act_on_leading_batch_axes(size):
     assert np.all(np.where(valid, True, batched == 0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [2, UNROLLED_SOLVE_MAX_SIZE + 2])  # unrolled Cholesky, then LAPACK
 def test_failed_solve_is_flagged_and_stays_finite_with_finite_gradients(size):
     # Anderson.step swaps in a plain step where `ok` is false; the solve must flag the failure
@@ -72,6 +74,7 @@ def test_failed_solve_is_flagged_and_stays_finite_with_finite_gradients(size):
     assert bool(jnp.all(jnp.isfinite(grad))) and bool(jnp.all(grad[1] == 0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", [5, UNROLLED_SOLVE_MAX_SIZE + 2])
 def test_unrolled_gradient_stays_finite_through_the_degenerate_fallback(memory):
     # z = tanh(a z + 1) in one dimension: every least squares after the first steps is rank one,
@@ -90,6 +93,7 @@ def test_unrolled_gradient_stays_finite_through_the_degenerate_fallback(memory):
     np.testing.assert_allclose(dz, z * s / (1.0 - a * s), rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_incremental_gram_matches_the_history():
     fn = lambda z: jnp.tanh(z @ jnp.full((4, 4), 0.2) + 1.0)
     solver = Anderson(memory=3)
@@ -100,6 +104,7 @@ def test_incremental_gram_matches_the_history():
     np.testing.assert_allclose(state.gram, jnp.einsum("bmn,bkn->bmk", state.gs, state.gs), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_anderson_solves_a_linear_system_in_few_steps():
     # On a linear map, Anderson with memory >= n is GMRES-like: converges in about n steps.
     n = 8
@@ -144,6 +149,7 @@ def _float32_case(name):
     return (lambda z: z - (z @ h.T - b)), jnp.zeros((1, 3), jnp.float32), jnp.linalg.solve(h, b), 0.25  # eigenvalues -4..-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["diagonal, memory >= size", "linear, non-contractive"])
 def test_float32_converges_as_fast_as_float64_when_residuals_become_dependent(name):
     fn, z0, solution, inverse_norm = _float32_case(name)
@@ -162,6 +168,7 @@ def test_regularization_floor_follows_the_dtype():
     assert effective_regularization(1e-2, 5, jnp.float32) == 1e-2
 
 
+@pytest.mark.slow
 def test_one_dimension_is_the_secant_method():
     # An affine scalar map: the secant method is exact (up to the O(rho) regularisation) after
     # two points, so each step gains a factor ~rho; plain iteration would gain a factor 2.
@@ -191,6 +198,7 @@ def test_a_failed_least_squares_is_counted_and_restarts_the_history():
     del z_prev
 
 
+@pytest.mark.slow
 def test_convergence_does_not_depend_on_xla_optimisation_flags():
     # The step count of a float32 problem with dependent residuals must be the same with
     # XLA's optimisations on and off (they change rounding in the Gram matrix).
@@ -240,6 +248,7 @@ def _dense_inverse(state, sample, mixing, regularization):
     return -mixing * np.eye(n) + (d_x + mixing * d_g) @ np.linalg.solve(m, d_g.T), d_g, d_x, fs[k] - gs[k], gs[k]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mixing", [1.0, 0.5])
 def test_multisecant_product_equals_the_dense_matrix_of_the_same_history(mixing):
     solver, _, state = _history(mixing=mixing, regularization=1e-3)  # a visible regularisation term
@@ -250,6 +259,7 @@ def test_multisecant_product_equals_the_dense_matrix_of_the_same_history(mixing)
         np.testing.assert_allclose(product[sample], dense.T @ np.asarray(v[sample]), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mixing", [1.0, 0.5])
 def test_the_estimate_satisfies_the_secant_equations_and_reproduces_the_next_anderson_step(mixing):
     solver, fn, state = _history(mixing=mixing, regularization=0.0)  # only the float64 floor 10 m eps

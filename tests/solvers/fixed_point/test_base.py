@@ -25,6 +25,7 @@ def test_each_sample_stops_on_its_own_residual_and_keeps_its_result():
     np.testing.assert_allclose(z, 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", [FixedPointIteration(), FixedPointIteration(damping=0.7), Anderson(), Broyden()])
 def test_a_finished_sample_returns_what_it_would_alone(solver):
     # the fast sample finishes long before the slow one; the batch goes on iterating (its z may
@@ -61,6 +62,7 @@ def test_unconverged_solve_reports_steps_and_returns_lowest_residual_iterate():
     np.testing.assert_allclose(z, 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", [FixedPointIteration(), Anderson(), Broyden()])
 def test_unrolled_iteration_agrees_with_while_loop(solver):
     w = 0.5 * jnp.eye(3) + 0.1

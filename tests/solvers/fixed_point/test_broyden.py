@@ -16,6 +16,7 @@ def linear_map(n=6, norm=0.95, seed=0):
     return w, b, (lambda z: z @ w.T + b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("update", ["good", "bad"])
 def test_broyden_beats_plain_iteration_on_a_slow_linear_map(update):
     w, b, fn = linear_map()
@@ -51,6 +52,7 @@ def test_line_search_rescues_steps_that_overshoot():
     assert int(info.num_fn_evals) > int(info.steps) + 1  # trial evaluations are counted
 
 
+@pytest.mark.slow
 def test_per_sample_estimates_are_independent():
     _w, b, fn = linear_map(n=4)
     z0 = jnp.stack([jnp.zeros(4), jnp.ones(4)])

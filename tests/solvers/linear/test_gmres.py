@@ -42,6 +42,7 @@ def test_restarted_cycles_match_scipy(restart):
         np.testing.assert_allclose(x[row], expected, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_rows_are_independent_systems():
     _m, b, matvec = batched_system(batch=3, n=10, seed=2)
     b = b.at[1].multiply(1e-3)  # a smaller right-hand side: same relative work, other absolute scale

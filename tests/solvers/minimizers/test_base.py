@@ -13,6 +13,7 @@ def _quadratic():
     return a, jax.value_and_grad(lambda w: 0.5 * w @ a @ w - jnp.sum(w))
 
 
+@pytest.mark.slow
 def test_rel_and_abs_stopping():
     _, vg = _quadratic()
     w0 = jnp.zeros(20, jnp.float64)
@@ -23,6 +24,7 @@ def test_rel_and_abs_stopping():
     assert bool(info_abs.converged) and bool(info_rel.converged)
 
 
+@pytest.mark.slow
 def test_opa_pair_is_a_secant_pair_along_the_outer_direction():
     a, vg = _quadratic()
     memory = qn.lbfgs_update(qn.lbfgs_init(20, 5, jnp.float64), jnp.ones(20) * 0.1, a @ (jnp.ones(20) * 0.1))

@@ -36,6 +36,7 @@ def test_quadratic_memory_holds_valid_secant_pairs():
         chex.assert_trees_all_close(state.memory.y[i], a @ state.memory.s[i], atol=1e-10)
 
 
+@pytest.mark.slow
 def test_unrolled_run_equals_while_loop_run_and_is_differentiable():
     def solve(scale, unrolled):
         vg = jax.value_and_grad(lambda w: jnp.sum((w - scale) ** 2) + 0.1 * jnp.sum(w**4))

@@ -25,3 +25,17 @@ def test_notebook_runs(name, monkeypatch):
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.parametrize("name", ["quickstart", "fashion_mnist_deq"])
+def test_committed_outputs_hold_no_machine_paths_or_warnings(name):
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    texts = [
+        str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    ]
+    assert all(cell.outputs for cell in notebook.cells if cell.cell_type == "code"), "run the notebook before committing it"
+    for noise in ["/tmp/", "/home/", "/work/", ".venv", "site-packages", "Warning", "Traceback"]:
+        assert not any(noise in text for text in texts), f"{name}: committed outputs contain {noise!r}"

@@ -224,7 +224,7 @@ def test_compare_backward_prints_a_table_and_saves_a_plot(tmp_path):
         "configs/smoke.py",
         "--workdir",
         str(tmp_path),
-        "--backwards=implicit,broyden/shine,phantom_unroll:k=2:damping=0.8",
+        "--backwards=implicit,broyden/phantom_unroll:k=2:damping=0.8",
         "--seeds=3,4",
         "--repeats=1",
         "--config.num_epochs=1",
@@ -236,13 +236,12 @@ def test_compare_backward_prints_a_table_and_saves_a_plot(tmp_path):
     assert "step/implicit" in out.stdout and "s to target" in out.stdout and "phantom_unroll:k=2:damping=0.8" in out.stdout
     for name in ["loss_vs_time.png", "accuracy_vs_time.png", "compare.json", "results/e2e.json", "results/e2e.png"]:
         assert (tmp_path / name).exists(), name
-    saved = json.loads((tmp_path / "phantom_unroll-k2-damping0.8" / "seed4" / "config.json").read_text())
+    saved = json.loads((tmp_path / "broyden-phantom_unroll-k2-damping0.8" / "seed4" / "config.json").read_text())
     assert saved["resolved"]["backward"] == "PhantomUnroll(k=2, damping=0.8)" and saved["seed"] == 4
-    shine = json.loads((tmp_path / "broyden-shine" / "seed3" / "config.json").read_text())
-    assert shine["solver"] == "broyden" and shine["backward"] == "shine"
+    assert saved["solver"] == "broyden" and saved["resolved"]["solver"].startswith("Broyden(")
     report = json.loads((tmp_path / "results" / "e2e.json").read_text())
     assert [(r["backward"], r["seed"]) for r in report["rows"]] == [
-        (b, s) for b in ["implicit", "broyden/shine", "phantom_unroll:k=2:damping=0.8"] for s in (3, 4)
+        (b, s) for b in ["implicit", "broyden/phantom_unroll:k=2:damping=0.8"] for s in (3, 4)
     ]
     assert all(r["curve"] and r["compile_seconds"] > 0 for r in report["rows"])
     implicit = report["summary"][0]

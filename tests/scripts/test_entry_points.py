@@ -429,3 +429,18 @@ def test_tolerance_sweep_times_both_methods_at_every_tolerance():
     errors = [p["rel_error"] for p in points if p["side"] == "ours"]
     assert errors[0] < 1e-5 < errors[-1]  # the gradient error follows the tolerance
     assert "at matched gradient error" in line
+
+
+def test_shine_studies_run_at_a_tiny_size(tmp_path):
+    layer = run("benchmarks/opa_study.py", "--width", "16", "--batch", "2", "--everies", "2", "--rounds", "1",
+                "--out", str(tmp_path / "opa.json"))  # fmt: skip
+    assert layer.returncode == 0, layer.stderr[-2000:]
+    rows = json.loads((tmp_path / "opa.json").read_text())["rows"]
+    assert {r["method"] for r in rows} >= {"jfb (anderson)", "shine (broyden) + OPA adjoint every 2"}
+    assert all(-1.0 <= r["cosine"] <= 1.0 for r in rows)
+    conv = run("benchmarks/shine_conv_study.py", "--batch", "2", "--tols", "1e-2", "--memories", "5", "--train_steps", "0",
+               "--out", str(tmp_path / "conv.json"))  # fmt: skip
+    if "Fashion-MNIST" in conv.stderr and conv.returncode != 0:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist; .ci/run does)")
+    assert conv.returncode == 0, conv.stderr[-2000:]
+    assert "shine (anderson m=5) fallback" in conv.stdout

@@ -4,7 +4,10 @@ Research code recompiles at every new shape, configuration or estimator, so the 
 ``jax.jit(jax.value_and_grad(loss))`` to a runnable executable is felt daily. For each
 method this prints the tracing/lowering time (Python: building the jaxpr and the HLO) and
 the XLA compile time, each the median of --repeats fresh traces (a new function object
-each time, so nothing is cached), and their sum as a ratio to optimistix's. Run time is
+each time, so nothing is cached), and their sum as a ratio to optimistix's. It also counts
+the fusions in the optimised program: XLA's CPU backend compiles each fusion as a kernel of
+its own at a few milliseconds apiece whatever its size, so the count is a deterministic
+proxy for compile time (timings move by 10-20% from run to run on a shared machine). Run time is
 measured by ``benchmarks/backward.py``; this script measures compilation only.
 
 Problems (float32, forward tolerance 1e-5, 100 steps at most; loss ``sum(c * z*)``):
@@ -24,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -59,6 +63,7 @@ class Row:
     trace_s: float
     compile_s: float
     total_s: float
+    fusions: int
     vs_optimistix: float | None = None
 
 
@@ -128,8 +133,13 @@ def jaxopt_loss(name: str, anderson: bool) -> Callable[[], Callable]:
     return make
 
 
-def compile_seconds(make: Callable[[], Callable], params, repeats: int) -> tuple[float, float]:
-    """Median ``(trace + lower, XLA compile)`` seconds over ``repeats`` fresh functions; each executable is run once."""
+def count_fusions(compiled) -> int:
+    """Fusion instructions in a compiled program's optimised HLO, in every computation (loop bodies included)."""
+    return len(re.findall(r"= \S+ fusion\(", compiled.as_text()))
+
+
+def compile_seconds(make: Callable[[], Callable], params, repeats: int) -> tuple[float, float, int]:
+    """Median ``(trace + lower, XLA compile)`` seconds over ``repeats`` fresh functions, and the fusions; each executable is run once."""
     traces, compiles = [], []
     for _ in range(repeats):
         fn = jax.jit(make())
@@ -141,7 +151,7 @@ def compile_seconds(make: Callable[[], Callable], params, repeats: int) -> tuple
         jax.block_until_ready(compiled(params))
         traces.append(middle - start)
         compiles.append(end - middle)
-    return statistics.median(traces), statistics.median(compiles)
+    return statistics.median(traces), statistics.median(compiles), count_fusions(compiled)
 
 
 def table(names: list[str], repeats: int, peers: bool, only: list[str] | None = None) -> list[Row]:
@@ -160,10 +170,10 @@ def table(names: list[str], repeats: int, peers: bool, only: list[str] | None = 
         if only:
             methods = [(m, make) for m, make in methods if any(key in m for key in only)]
         for method, make in methods:
-            trace, compile_ = compile_seconds(make, params, repeats)
-            rows.append(Row(name, method, trace, compile_, trace + compile_))
+            trace, compile_, fusions = compile_seconds(make, params, repeats)
+            rows.append(Row(name, method, trace, compile_, trace + compile_, fusions))
             print(
-                f"{name:6s} {method:52s} trace {trace:6.2f} s  compile {compile_:6.2f} s  total {trace + compile_:6.2f} s",
+                f"{name:6s} {method:52s} trace {trace:6.2f} s  compile {compile_:6.2f} s  total {trace + compile_:6.2f} s  fusions {fusions:4d}",
                 flush=True,
             )
         reference = next((r.total_s for r in rows if r.problem == name and r.method == OPTIMISTIX), None)
@@ -189,10 +199,12 @@ def main():
     if unknown:
         parser.error(f"unknown --problems {unknown}; valid: small, deq")
     rows = table(names, args.repeats, not args.no_peers, [m for m in args.methods.split(",") if m])
-    print(f"\n{'problem':7s} {'method':52s} {'trace s':>8s} {'compile s':>10s} {'total s':>8s} {'/ optimistix':>13s}")
+    print(
+        f"\n{'problem':7s} {'method':52s} {'trace s':>8s} {'compile s':>10s} {'total s':>8s} {'fusions':>8s} {'/ optimistix':>13s}"
+    )
     for r in rows:
         ratio = f"{r.vs_optimistix:13.2f}" if r.vs_optimistix else f"{'-':>13s}"
-        print(f"{r.problem:7s} {r.method:52s} {r.trace_s:8.2f} {r.compile_s:10.2f} {r.total_s:8.2f} {ratio}")
+        print(f"{r.problem:7s} {r.method:52s} {r.trace_s:8.2f} {r.compile_s:10.2f} {r.total_s:8.2f} {r.fusions:8d} {ratio}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"jax": jax.__version__, "backend": jax.default_backend(), "machine": platform.machine(), "repeats": args.repeats}

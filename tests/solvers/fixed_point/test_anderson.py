@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from implicit_jax.solvers import Anderson, FixedPointIteration, StopCriterion, iterate
-from implicit_jax.solvers.fixed_point.anderson import effective_regularization, mixing_weights, solve_spd
+from implicit_jax.solvers.fixed_point.anderson import LAPACK_SOLVE_MIN_SIZE, effective_regularization, mixing_weights, solve_spd
 from implicit_jax.testing import contraction
 
 
@@ -35,7 +35,7 @@ def test_small_spd_solve_matches_numpy():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size", [5, 12])
+@pytest.mark.parametrize("size", [5, LAPACK_SOLVE_MIN_SIZE + 1])  # Gauss-Jordan, then LAPACK
 def test_spd_solve_and_weights_act_on_leading_batch_axes(size):
     rng = np.random.default_rng(2)
     g = rng.standard_normal((3, 2, size, size + 2))
@@ -54,7 +54,7 @@ def test_spd_solve_and_weights_act_on_leading_batch_axes(size):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size", [2, 12])
+@pytest.mark.parametrize("size", [2, LAPACK_SOLVE_MIN_SIZE + 1])  # Gauss-Jordan, then LAPACK
 def test_failed_solve_is_flagged_and_stays_finite_with_finite_gradients(size):
     # Anderson.step swaps in a plain step where `ok` is false; the solve must flag the failure
     # and keep x and its gradient finite, or the select's cotangent would be 0 * NaN = NaN.
@@ -75,7 +75,7 @@ def test_failed_solve_is_flagged_and_stays_finite_with_finite_gradients(size):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("memory", [5, 12])
+@pytest.mark.parametrize("memory", [5, LAPACK_SOLVE_MIN_SIZE + 1])
 def test_unrolled_gradient_stays_finite_through_the_degenerate_fallback(memory):
     # z = tanh(a z + 1) in one dimension: every least squares after the first steps is rank one,
     # so Anderson keeps falling back to plain steps. Autodiff through the unrolled solve must

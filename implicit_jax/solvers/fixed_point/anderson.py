@@ -77,15 +77,16 @@ def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     Returns ``(x, ok)``. ``ok`` (shape ``a.shape[:-2]``) is false where ``a`` is not
     numerically positive definite (a pivot not above the dtype's smallest normal number, or
-    not finite) or ``x`` is not finite. (:func:`mixing_weights` adds that number to the
-    diagonal, so a history of exactly zero residuals, a sample at its fixed point, fails
-    here and takes the plain step, which is exact there; dividing by it instead would
-    overflow the gradient of an unrolled solve.) There ``x`` is finite but meaningless, computed with the failed pivots replaced
-    by 1 (the double-``where`` pattern). A caller that swaps in a fallback with
-    ``jnp.where(ok, x, fallback)`` therefore gets finite *gradients* too: a NaN in the
-    branch not taken would make the select's cotangent :math:`0 \cdot \mathrm{NaN} = \mathrm{NaN}`,
-    and unrolled Anderson would return NaN gradients on any problem whose residuals
-    become parallel (every one-dimensional problem).
+    not finite) or ``x`` is not finite. There ``x`` is finite but meaningless, computed with
+    the failed pivots replaced by 1 (the double-``where`` pattern). A caller that swaps in a
+    fallback with ``jnp.where(ok, x, fallback)`` therefore gets finite *gradients* too: a NaN
+    in the branch not taken would make the select's cotangent
+    :math:`0 \cdot \mathrm{NaN} = \mathrm{NaN}`, and unrolled Anderson would return NaN
+    gradients on any problem whose residuals become parallel (every one-dimensional
+    problem). :func:`mixing_weights` adds the smallest normal number to the diagonal, so a
+    history of exactly zero residuals (a sample at its fixed point) fails here and takes the
+    plain step, which is exact there; dividing by that pivot would overflow the gradient of
+    an unrolled solve.
 
     Gauss-Jordan elimination on the augmented matrix :math:`[a \mid b]` without pivoting,
     which is stable for a symmetric positive definite ``a``: its pivots are the diagonal
@@ -94,13 +95,14 @@ def solve_spd(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     Step :math:`k` scales row :math:`k` by its pivot and removes column :math:`k` from every
     other row, one elementwise update of the whole ``(..., m, m + 1)`` array over all leading
     axes. The ``m`` steps run in a ``lax.fori_loop``, so the compiled program is the same
-    few kernels at every ``m`` (XLA's CPU backend compiles each kernel separately, at a few
-    milliseconds apiece): a Cholesky solve unrolled over the matrix entries compiled one
-    kernel per entry, 0.47 s for a whole Anderson solve at ``m = 5`` against 0.35 s here.
-    That solve ran 1 µs against 3.7 µs here (batch 64, ``m = 5``), a few percent of an
-    Anderson step on the benchmark layers, where the forward solve measures the same.
+    few kernels at every ``m``; XLA's CPU backend compiles each kernel separately, at a few
+    milliseconds apiece, and a Cholesky solve unrolled over the matrix entries would be one
+    kernel per entry (a whole Anderson solve at ``m = 5``: 0.47 s to compile that way, 0.35 s
+    this way). The loop costs run time in the solve itself (3.7 against 1 µs at batch 64,
+    ``m = 5``), a few percent of an Anderson step at the benchmark sizes, where the forward
+    solve measures the same either way.
 
-    Above ``m =`` ``LAPACK_SOLVE_MIN_SIZE``: ``jnp.linalg.solve`` (batched LU), which runs
+    From ``m =`` ``LAPACK_SOLVE_MIN_SIZE``: ``jnp.linalg.solve`` (batched LU), which runs
     faster there (340 against 535 µs at ``m = 30``, batch 64); a first, non-differentiated
     solve finds the failed systems, which the second solve replaces by the identity.
     """

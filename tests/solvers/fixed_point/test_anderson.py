@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from implicit_jax.solvers import Anderson, FixedPointIteration, StopCriterion, iterate
-from implicit_jax.solvers.fixed_point.anderson import LAPACK_SOLVE_MIN_SIZE, effective_regularization, mixing_weights, solve_spd
+from implicit_jax.solvers.fixed_point.anderson import (
+    LAPACK_SOLVE_MIN_SIZE,
+    _gauss_jordan,
+    effective_regularization,
+    mixing_weights,
+    solve_spd,
+)
 from implicit_jax.testing import contraction
 
 
@@ -32,6 +38,17 @@ def test_small_spd_solve_matches_numpy():
     x, ok = solve_spd(jnp.asarray(a), jnp.asarray(b))
     assert bool(ok)
     np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-9)
+
+
+def test_unrolled_elimination_of_other_platforms_matches_the_cpu_loop():
+    # solve_spd unrolls its Gauss-Jordan loop off CPU (lax.platform_dependent); check that path here.
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((4, 5, 7))
+    a, b = jnp.asarray(g @ g.transpose(0, 2, 1)), jnp.asarray(rng.standard_normal((4, 5)))
+    (rolled, ok_rolled), (unrolled, ok_unrolled) = (_gauss_jordan(a, b, unroll) for unroll in (1, True))
+    assert bool(ok_rolled.all()) and bool(ok_unrolled.all())
+    np.testing.assert_allclose(unrolled, rolled, rtol=1e-12)
+    np.testing.assert_allclose(rolled, np.linalg.solve(np.asarray(a), np.asarray(b)[..., None])[..., 0], rtol=1e-9)
 
 
 @pytest.mark.slow

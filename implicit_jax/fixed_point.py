@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from implicit_jax import _flat, _partition
+from implicit_jax import _compiled, _flat, _partition
 from implicit_jax.errors import raise_if_not_converged
 from implicit_jax.estimators import AbstractBackward, BackwardInfo, FixedPointProblem, resolve_backward
 from implicit_jax.solvers import AbstractFixedPointSolver, SolverInfo, StopCriterion, resolve_solver
@@ -68,6 +68,15 @@ def _carry_static_leaves(f, params, x):
     return f_on_arrays, params_arrays, x_arrays
 
 
+def _solve_flat(f, layout, solver, backward, criterion, params, x, z0_flat, backward_tap):
+    """The solve on the flat state, with the estimator's gradient."""
+    # Hoist values that f closes over into explicit (differentiable) arguments, so that
+    # custom_vjp sees no leaked tracers and gradients reach them too.
+    converted, consts = jax.closure_convert(f, params, _flat.unflatten(layout, z0_flat), x)
+    problem = FixedPointProblem(lambda p, z, xx: converted(p[0], z, xx, *p[1]), layout)
+    return backward.solve(problem, solver, criterion, ((params, consts), x), z0_flat, backward_tap)
+
+
 def _drop_batch(info: SolverInfo) -> SolverInfo:
     return info._replace(
         abs_residual=info.abs_residual[0],
@@ -118,7 +127,8 @@ def fixed_point(
       batched: the leading axis of every leaf of ``z`` indexes independent samples: each
         gets its own stopping test, quasi-Newton/Anderson memory and residual.
       throw: raise :class:`~implicit_jax.NonConvergenceError` if the forward solve (or the backward's
-        adjoint solve) ends unconverged; works under ``jit``.
+        adjoint solve) ends unconverged; works under ``jit``. An eager call with ``throw=True``
+        runs op by op (see below), so that the adjoint's error reaches it as itself.
       return_info: also return the forward :class:`~implicit_jax.solvers.SolverInfo`.
       backward_tap: a :func:`~implicit_jax.backward_tap` value; its gradient is the :class:`~implicit_jax.BackwardInfo`
         of the backward pass.
@@ -126,6 +136,11 @@ def fixed_point(
     Returns:
       ``z`` (same structure as ``z0``), or ``(z, info)`` with ``return_info=True``.
       ``info`` fields are per sample (shape ``(batch,)``) when ``batched``.
+
+    Called outside ``jax.jit`` (or under an eager ``jax.grad``), the solve and its backward run
+    as compiled programs kept in a small cache keyed on ``f``'s traced program, its shapes and
+    the configuration, so a repeated call does not compile again; ``f`` is traced at every call,
+    so globals and closure values it reads are always current.
     """
     solver = resolve_solver(solver)
     backward = resolve_backward(backward)
@@ -142,16 +157,22 @@ def fixed_point(
             f"the fixed-point state z0 must hold only arrays; it has leaves of type {_partition.static_leaf_types(z0)}. "
             "Keep functions and other static values in params, in x or in f's closure."
         )
+    user_f = f
     f, params, x = _carry_static_leaves(f, params, x)
+    f = _compiled.retraced(f)
     layout = _flat.layout_of(z0, batched)
     _warn_if_unreachable(criterion, layout.dtype)
     _check_map(f, params, z0, x)
 
-    # Hoist values that f closes over into explicit (differentiable) arguments, so that
-    # custom_vjp sees no leaked tracers and gradients reach them too.
-    converted, consts = jax.closure_convert(f, params, z0, x)
-    problem = FixedPointProblem(lambda p, z, xx: converted(p[0], z, xx, *p[1]), layout)
-    z, info = backward.solve(problem, solver, criterion, ((params, consts), x), _flat.flatten(layout, z0), backward_tap)
+    z0_flat = _flat.flatten(layout, z0)
+    static = (layout, solver, backward, criterion)
+    # throw=True runs op by op, so that an eager call gets the adjoint's NonConvergenceError as
+    # itself (raised from a compiled program it arrives inside a JaxRuntimeError).
+    solve = None if throw else _compiled.compiled(_solve_flat, f, (params, z0, x), static, key_of=user_f)
+    if solve is None:
+        z, info = _solve_flat(f, *static, params, x, z0_flat, backward_tap)
+    else:
+        z, info = solve(params, x, z0_flat, backward_tap)
     if not batched:
         info = _drop_batch(info)
     if throw:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from implicit_jax import _flat, _partition
+from implicit_jax import _compiled, _flat, _partition
 from implicit_jax._checks import check_float_scalar, describe, eval_shape_or_explain
 from implicit_jax._registry import resolve
 from implicit_jax.adjoint import BackwardInfo
@@ -137,14 +137,14 @@ def argmin(
     _check_objective(g, w0, hparams)
     w0_flat, unravel = ravel_pytree(w0)
 
-    converted, consts = jax.closure_convert(g, w0, hparams)
+    converted, consts = jax.closure_convert(_compiled.retraced(g), w0, hparams)
     objective = lambda w, theta: converted(unravel(w), theta[0], *theta[1])
 
     outer, outer_consts = None, []  # type: ignore[var-annotated]
     if backward.outer_awareness():
         if outer_loss is None:
             raise ValueError(f"{backward!r} uses outer-problem awareness, so argmin needs outer_loss=F (F(w) -> scalar).")
-        outer_converted, outer_consts = jax.closure_convert(outer_loss, w0)
+        outer_converted, outer_consts = jax.closure_convert(_compiled.retraced(outer_loss), w0)
         outer = (lambda w, c: outer_converted(unravel(w), *c), backward.outer_awareness())
 
     problem = ArgminProblem(objective, outer)

@@ -210,3 +210,24 @@ def test_hparams_with_non_array_leaves_equinox_style():
     chex.assert_trees_all_close(grads.log_lam, ridge.exact_hypergradient(LAM), rtol=1e-6)
     with pytest.raises(TypeError, match="w0 must hold only arrays"):
         ij.argmin(ridge.inner, LAM, (W0, jnp.tanh))
+
+
+TARGET = jnp.ones(3)
+
+
+def test_an_objective_reading_a_rebound_global_is_solved_with_its_current_value():
+    # JAX caches a trace per function object; argmin traces an alias, so the new global is read.
+    global TARGET
+
+    def g(w, lam):
+        return jnp.sum((w - TARGET) ** 2) + lam * jnp.sum(w**2)
+
+    old = TARGET
+    try:
+        first = ij.argmin(g, 1.0, jnp.zeros(3))
+        TARGET = 2 * jnp.ones(3)
+        second = ij.argmin(g, 1.0, jnp.zeros(3))
+    finally:
+        TARGET = old
+    np.testing.assert_allclose(first, 0.5, rtol=1e-4)  # w = target / (1 + lam)
+    np.testing.assert_allclose(second, 1.0, rtol=1e-4)

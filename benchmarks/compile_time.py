@@ -10,6 +10,11 @@ its own at a few milliseconds apiece whatever its size, so the count is a determ
 proxy for compile time (timings move by 10-20% from run to run on a shared machine). Run time is
 measured by ``benchmarks/backward.py``; this script measures compilation only.
 
+A second table times the same gradient called *eagerly* (no ``jax.jit`` around it), as in a
+notebook: the first call (tracing, compiling and running, after clearing every cache) and a
+repeated call with new parameter values. ``fixed_point`` runs an eager call as one compiled
+program cached on the map's traced program; optimistix does the same with ``equinox.filter_jit``.
+
 Problems (float32, forward tolerance 1e-5, 100 steps at most; loss ``sum(c * z*)``):
 
 * ``small``: the tanh layer ``z = tanh(W z + U x)`` with 28 units, one sample, unbatched;
@@ -154,22 +159,70 @@ def compile_seconds(make: Callable[[], Callable], params, repeats: int) -> tuple
     return statistics.median(traces), statistics.median(compiles), count_fusions(compiled)
 
 
+@dataclasses.dataclass
+class EagerRow:
+    problem: str
+    method: str
+    first_call_s: float
+    repeat_call_s: float
+    vs_optimistix: float | None = None
+
+
+def eager_seconds(make: Callable[[], Callable], params, repeats: int) -> tuple[float, float]:
+    """Median ``(first call, repeated call)`` seconds of the un-jitted gradient, every cache cleared before each first call."""
+    from implicit_jax import _compiled
+
+    firsts, repeated = [], []
+    other = jax.tree_util.tree_map(lambda a: 1.01 * a, params)
+    for _ in range(repeats):
+        _compiled._cache.clear()
+        jax.clear_caches()
+        fn = make()
+        start = time.perf_counter()
+        jax.block_until_ready(fn(params))
+        middle = time.perf_counter()
+        jax.block_until_ready(fn(other))
+        firsts.append(middle - start)
+        repeated.append(time.perf_counter() - middle)
+    return statistics.median(firsts), statistics.median(repeated)
+
+
+def methods_of(name: str, peers: bool, only: list[str] | None) -> list[tuple[str, Callable[[], Callable]]]:
+    """``(label, make)`` of every method measured on problem ``name``, restricted to the labels containing one of ``only``."""
+    methods = [(f"{s} / {b}", ours(name, s, b)) for s, b in METHODS]
+    methods += [(label, ours(name, s, b)) for label, (s, b) in CONFIGURED.items()]
+    if peers:
+        methods += [
+            (OPTIMISTIX, optimistix_loss(name)),
+            ("jaxopt FixedPointIteration (implicit, normal-CG)", jaxopt_loss(name, False)),
+            ("jaxopt AndersonAcceleration (implicit, normal-CG)", jaxopt_loss(name, True)),
+        ]
+    if only:
+        methods = [(m, make) for m, make in methods if any(key in m for key in only)]
+    return methods
+
+
+def eager_table(names: list[str], repeats: int, peers: bool, only: list[str] | None = None) -> list[EagerRow]:
+    rows = []
+    for name in names:
+        params = problem(name)[1]
+        for method, make in methods_of(name, peers, only):
+            first, repeat = eager_seconds(make, params, repeats)
+            rows.append(EagerRow(name, method, first, repeat))
+            print(f"{name:6s} {method:52s} eager: first call {first:6.2f} s  repeated call {repeat:7.3f} s", flush=True)
+        reference = next((r.first_call_s for r in rows if r.problem == name and r.method == OPTIMISTIX), None)
+        for r in rows:
+            if r.problem == name and reference:
+                r.vs_optimistix = r.first_call_s / reference
+    return rows
+
+
 def table(names: list[str], repeats: int, peers: bool, only: list[str] | None = None) -> list[Row]:
     rows = []
     for name in names:
         params = problem(name)[1]
         compile_seconds(ours(name, "fixed_point_iteration", "jfb"), params, 1)  # warm up JAX's own caches
-        methods = [(f"{s} / {b}", ours(name, s, b)) for s, b in METHODS]
-        methods += [(label, ours(name, s, b)) for label, (s, b) in CONFIGURED.items()]
-        if peers:
-            methods += [
-                (OPTIMISTIX, optimistix_loss(name)),
-                ("jaxopt FixedPointIteration (implicit, normal-CG)", jaxopt_loss(name, False)),
-                ("jaxopt AndersonAcceleration (implicit, normal-CG)", jaxopt_loss(name, True)),
-            ]
-        if only:
-            methods = [(m, make) for m, make in methods if any(key in m for key in only)]
-        for method, make in methods:
+        for method, make in methods_of(name, peers, only):
             trace, compile_, fusions = compile_seconds(make, params, repeats)
             rows.append(Row(name, method, trace, compile_, trace + compile_, fusions))
             print(
@@ -198,17 +251,28 @@ def main():
     unknown = sorted(set(names) - {"small", "deq"})
     if unknown:
         parser.error(f"unknown --problems {unknown}; valid: small, deq")
-    rows = table(names, args.repeats, not args.no_peers, [m for m in args.methods.split(",") if m])
+    only = [m for m in args.methods.split(",") if m]
+    rows = table(names, args.repeats, not args.no_peers, only)
+    eager = eager_table(names, args.repeats, not args.no_peers, only)
     print(
         f"\n{'problem':7s} {'method':52s} {'trace s':>8s} {'compile s':>10s} {'total s':>8s} {'fusions':>8s} {'/ optimistix':>13s}"
     )
     for r in rows:
         ratio = f"{r.vs_optimistix:13.2f}" if r.vs_optimistix else f"{'-':>13s}"
         print(f"{r.problem:7s} {r.method:52s} {r.trace_s:8.2f} {r.compile_s:10.2f} {r.total_s:8.2f} {r.fusions:8d} {ratio}")
+    print(f"\n{'problem':7s} {'method (eager: no jit)':52s} {'first call s':>13s} {'repeat s':>9s} {'/ optimistix':>13s}")
+    for r in eager:
+        ratio = f"{r.vs_optimistix:13.2f}" if r.vs_optimistix else f"{'-':>13s}"
+        print(f"{r.problem:7s} {r.method:52s} {r.first_call_s:13.2f} {r.repeat_call_s:9.3f} {ratio}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"jax": jax.__version__, "backend": jax.default_backend(), "machine": platform.machine(), "repeats": args.repeats}
-    out.write_text(json.dumps({"meta": meta, "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"meta": meta, "rows": [dataclasses.asdict(r) for r in rows], "eager": [dataclasses.asdict(r) for r in eager]},
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
 
 

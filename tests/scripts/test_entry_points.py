@@ -67,8 +67,11 @@ def test_compile_time_benchmark_runs_without_peers(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "fixed_point_iteration / jfb" in out.stdout and "anderson" not in out.stdout and target.exists()
-    (row,) = json.loads(target.read_text())["rows"]
+    result = json.loads(target.read_text())
+    (row,) = result["rows"]
     assert row["fusions"] > 0 and row["compile_s"] > 0
+    (eager,) = result["eager"]
+    assert eager["first_call_s"] > eager["repeat_call_s"] > 0
 
 
 def test_train_script_runs_the_smoke_config_and_resumes(tmp_path):

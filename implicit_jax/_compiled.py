@@ -23,8 +23,8 @@ from __future__ import annotations
 import collections
 import inspect
 import weakref
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 from jax.extend import core as jax_core
@@ -71,49 +71,80 @@ def _map_key(f: Callable) -> Hashable | None:
     return key
 
 
-def compiled(
-    solve: Callable[..., Any], f: Callable, example: tuple, static: tuple, *, key_of: Callable | None = None
-) -> Callable[..., Any] | None:
-    """``solve`` under ``jax.jit``, with the map rebuilt from its traced program; ``None`` if it cannot be cached.
+class Map(NamedTuple):
+    """A user function to trace for :func:`compiled`.
+
+    Attributes:
+      fn: the function, traced at ``example``.
+      example: its arguments (arrays or shape-dtype structs).
+      key_of: the function the cache is keyed on, when ``fn`` wraps it in a new closure at
+        every call (``fixed_point`` moves static leaves of ``params`` into such a closure);
+        ``None``: ``fn`` itself.
+    """
+
+    fn: Callable
+    example: tuple
+    key_of: Callable | None = None
+
+
+class _Traced(NamedTuple):
+    jaxpr: jax_core.Jaxpr
+    consts: list
+    out_tree: Any
+
+
+def compiled(solve: Callable[..., Any], maps: Sequence[Map], static: tuple) -> Callable[..., Any] | None:
+    """``solve`` under ``jax.jit``, with the maps rebuilt from their traced programs; ``None`` if it cannot be cached.
 
     Args:
-      solve: ``solve(f, *static, *dynamic)``, the computation to compile; ``f`` is the map.
-      f: the map as the user passed it; it is traced here at ``example``.
-      example: the map's arguments ``(params, z, x)``.
+      solve: ``solve(*maps, *static, *dynamic)``, the computation to compile (part of the key:
+        a module-level function).
+      maps: the user functions ``solve`` takes, each traced here (through :func:`retraced`).
       static: hashable configuration (state layout, solver, estimator, stopping criterion).
-      key_of: the function the cache is keyed on, when ``f`` wraps it in a new closure at
-        every call (the user's map, when ``f`` moves static leaves of ``params`` into it).
 
     Returns:
-      A function of the dynamic arguments ``*dynamic``, or ``None`` when ``f`` cannot be keyed
+      A function of the dynamic arguments ``*dynamic``, or ``None`` when a map cannot be keyed
       or ``static`` is not hashable (the caller then runs ``solve`` op by op).
     """
-    map_key = _map_key(f if key_of is None else key_of)
-    if map_key is None:
+    map_keys = [_map_key(m.fn if m.key_of is None else m.key_of) for m in maps]
+    if any(k is None for k in map_keys):
         return None
-    closed, out_shape = jax.make_jaxpr(retraced(f), return_shape=True)(*example)
-    out_tree = jax.tree_util.tree_structure(out_shape)
-    key = (map_key, str(closed.jaxpr), jax.tree_util.tree_structure(example), out_tree, *static)
+    traced = []
+    for m in maps:
+        closed, out_shape = jax.make_jaxpr(retraced(m.fn), return_shape=True)(*m.example)
+        traced.append(_Traced(closed.jaxpr, closed.consts, jax.tree_util.tree_structure(out_shape)))
+    programs = tuple(
+        (k, str(t.jaxpr), jax.tree_util.tree_structure(m.example), t.out_tree) for k, t, m in zip(map_keys, traced, maps)
+    )
+    key = (solve, programs, *static)
     try:
         jitted = _cache.get(key)
     except TypeError:  # an unhashable configuration
         return None
     if jitted is None:
-        jitted = _cache[key] = _jit_with_map(solve, closed.jaxpr, out_tree, static)
+        jitted = _cache[key] = _jit_with_maps(solve, [(t.jaxpr, t.out_tree) for t in traced], static)
     _cache.move_to_end(key)
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
-    return lambda *dynamic: jitted(closed.consts, *dynamic)
+    consts = [t.consts for t in traced]
+    return lambda *dynamic: jitted(consts, *dynamic)
 
 
-def _jit_with_map(solve, jaxpr: jax_core.Jaxpr, out_tree, static: tuple) -> Callable:
-    """``jax.jit`` of ``(consts, *dynamic) -> solve(map, *static, *dynamic)``, the map evaluating ``jaxpr`` with those consts."""
+def _rebuilt(jaxpr: jax_core.Jaxpr, out_tree, consts) -> Callable:
+    """The function evaluating ``jaxpr`` with ``consts``, taking and returning pytrees."""
+
+    def traced_map(*args):
+        outputs = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(jaxpr, consts))(*jax.tree_util.tree_leaves(args))
+        return jax.tree_util.tree_unflatten(out_tree, outputs)
+
+    return traced_map
+
+
+def _jit_with_maps(solve, programs: list, static: tuple) -> Callable:
+    """``jax.jit`` of ``(consts, *dynamic) -> solve(*maps, *static, *dynamic)``, map ``i`` evaluating program ``i`` with ``consts[i]``."""
 
     def run(consts, *dynamic):
-        def traced_map(*args):
-            leaves = jax.tree_util.tree_leaves(args)
-            return jax.tree_util.tree_unflatten(out_tree, jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(jaxpr, consts))(*leaves))
-
-        return solve(traced_map, *static, *dynamic)
+        maps = [_rebuilt(jaxpr, out_tree, c) for (jaxpr, out_tree), c in zip(programs, consts)]
+        return solve(*maps, *static, *dynamic)
 
     return jax.jit(run)

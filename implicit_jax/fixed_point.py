@@ -168,7 +168,7 @@ def fixed_point(
     static = (layout, solver, backward, criterion)
     # throw=True runs op by op, so that an eager call gets the adjoint's NonConvergenceError as
     # itself (raised from a compiled program it arrives inside a JaxRuntimeError).
-    solve = None if throw else _compiled.compiled(_solve_flat, f, (params, z0, x), static, key_of=user_f)
+    solve = None if throw else _compiled.compiled(_solve_flat, [_compiled.Map(f, (params, z0, x), user_f)], static)
     if solve is None:
         z, info = _solve_flat(f, *static, params, x, z0_flat, backward_tap)
     else:

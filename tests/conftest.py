@@ -1,8 +1,9 @@
 """Test-wide JAX configuration, set once here: float64 is available, float32 stays the default in tests.
 
 Every executable that XLA's CPU backend compiles keeps memory mappings until JAX's caches
-drop it, and calling ``fixed_point`` outside ``jit`` compiles each control-flow primitive
-separately (about 450 mappings for one eager gradient). A pytest worker that runs hundreds
+drop it, and a solve run op by op outside ``jit`` (``argmin``, ``fixed_point(throw=True)``)
+compiles each control-flow primitive separately (about 450 mappings for one eager gradient);
+``fixed_point``'s compiled eager programs stay in its cache. A pytest worker that runs hundreds
 of such tests passed 55,000 mappings and crashed (SIGSEGV inside the compiler) when Linux's
 ``vm.max_map_count`` (65,530) was reached. :func:`_bounded_memory_mappings` clears the caches
 whenever the count passes :data:`MAX_MAPPINGS`.
@@ -12,6 +13,8 @@ import gc
 
 import jax
 import pytest
+
+from implicit_jax import _compiled
 
 jax.config.update("jax_enable_x64", True)
 
@@ -31,5 +34,6 @@ def _memory_mappings() -> int:
 def _bounded_memory_mappings():
     yield
     if _memory_mappings() > MAX_MAPPINGS:
+        _compiled._cache.clear()
         jax.clear_caches()
         gc.collect()

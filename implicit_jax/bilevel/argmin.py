@@ -78,6 +78,26 @@ def _check_inputs(w0, hparams) -> None:
                 )
 
 
+def _solve_flat_with_outer(g, outer_loss, minimizer, backward, criterion, hparams, w0, backward_tap):
+    """The inner solve on the flat ``w``, with the estimator's hypergradient; ``outer_loss`` for outer-problem awareness."""
+    w0_flat, unravel = ravel_pytree(w0)
+    # Hoist values that g closes over into explicit (differentiable) arguments.
+    converted, consts = jax.closure_convert(g, w0, hparams)
+    objective = lambda w, theta: converted(unravel(w), theta[0], *theta[1])
+    outer, outer_consts = None, []
+    if outer_loss is not None:
+        outer_converted, outer_consts = jax.closure_convert(outer_loss, w0)
+        outer = (lambda w, c: outer_converted(unravel(w), *c), backward.outer_awareness())
+    inputs = ((hparams, list(consts)), list(outer_consts))
+    w, info = backward.solve(ArgminProblem(objective, outer), minimizer, criterion, inputs, w0_flat, backward_tap)
+    return unravel(w), info
+
+
+def _solve_flat(g, minimizer, backward, criterion, hparams, w0, backward_tap):
+    """:func:`_solve_flat_with_outer` without an outer loss."""
+    return _solve_flat_with_outer(g, None, minimizer, backward, criterion, hparams, w0, backward_tap)
+
+
 def argmin(
     g: Callable[[PyTree, PyTree], jax.Array],
     hparams: PyTree,
@@ -120,6 +140,10 @@ def argmin(
 
     Returns:
       ``w`` (structure of ``w0``), or ``(w, info)`` with ``return_info=True``.
+
+    Called outside ``jax.jit``, the solve and its backward run as compiled programs cached on
+    ``g`` (and ``outer_loss``), their traced programs and the configuration, as for
+    :func:`~implicit_jax.fixed_point`; ``throw=True`` runs op by op.
     """
     minimizer = resolve_minimizer(solver)
     backward = resolve_argmin_backward(backward)
@@ -129,28 +153,24 @@ def argmin(
             f"argmin's w0 must hold only arrays; it has leaves of type {_partition.static_leaf_types(w0)}. "
             "Keep functions and other static values in hparams or in g's closure."
         )
+    user_g = g
     if _partition.has_static_leaves(hparams):  # e.g. an Equinox module: its non-array leaves ride along in g
-        hparams, static = _partition.partition(hparams)
-        user_g = g
-        g = lambda w, h: user_g(w, _partition.combine(h, static))
+        hparams, static_leaves = _partition.partition(hparams)
+        g = lambda w, h: user_g(w, _partition.combine(h, static_leaves))
     _check_inputs(w0, hparams)
     _check_objective(g, w0, hparams)
-    w0_flat, unravel = ravel_pytree(w0)
-
-    converted, consts = jax.closure_convert(_compiled.retraced(g), w0, hparams)
-    objective = lambda w, theta: converted(unravel(w), theta[0], *theta[1])
-
-    outer, outer_consts = None, []  # type: ignore[var-annotated]
-    if backward.outer_awareness():
-        if outer_loss is None:
-            raise ValueError(f"{backward!r} uses outer-problem awareness, so argmin needs outer_loss=F (F(w) -> scalar).")
-        outer_converted, outer_consts = jax.closure_convert(_compiled.retraced(outer_loss), w0)
-        outer = (lambda w, c: outer_converted(unravel(w), *c), backward.outer_awareness())
-
-    problem = ArgminProblem(objective, outer)
-    inputs = ((hparams, list(consts)), list(outer_consts))
-    w, info = backward.solve(problem, minimizer, criterion, inputs, w0_flat, backward_tap)
+    if backward.outer_awareness() and outer_loss is None:
+        raise ValueError(f"{backward!r} uses outer-problem awareness, so argmin needs outer_loss=F (F(w) -> scalar).")
+    outer = outer_loss if backward.outer_awareness() else None
+    maps = [_compiled.Map(g, (w0, hparams), user_g)] + ([] if outer is None else [_compiled.Map(outer, (w0,))])
+    static = (minimizer, backward, criterion)
+    # throw=True runs op by op, so that an eager call gets the backward's NonConvergenceError as itself.
+    solve = None if throw else _compiled.compiled(_solve_flat if len(maps) == 1 else _solve_flat_with_outer, maps, static)
+    if solve is not None:
+        w, info = solve(hparams, w0, backward_tap)
+    else:  # fresh aliases: JAX's tracing cache would hand back the values of an earlier call's globals
+        outer_alias = None if outer is None else _compiled.retraced(outer)
+        w, info = _solve_flat_with_outer(_compiled.retraced(g), outer_alias, *static, hparams, w0, backward_tap)
     if throw:
         raise_if_argmin_not_converged(info)
-    w = unravel(w)
     return (w, info) if return_info else w

@@ -227,7 +227,27 @@ def test_an_objective_reading_a_rebound_global_is_solved_with_its_current_value(
         first = ij.argmin(g, 1.0, jnp.zeros(3))
         TARGET = 2 * jnp.ones(3)
         second = ij.argmin(g, 1.0, jnp.zeros(3))
+        op_by_op = ij.argmin(g, 1.0, jnp.zeros(3), throw=True)  # the path that does not compile the solve as a whole
     finally:
         TARGET = old
     np.testing.assert_allclose(first, 0.5, rtol=1e-4)  # w = target / (1 + lam)
     np.testing.assert_allclose(second, 1.0, rtol=1e-4)
+    np.testing.assert_allclose(op_by_op, 1.0, rtol=1e-4)
+
+
+def test_an_eager_hypergradient_reuses_its_compiled_program_and_matches_the_op_by_op_one(monkeypatch):
+    import importlib
+
+    from implicit_jax import _compiled
+
+    argmin_module = importlib.import_module("implicit_jax.bilevel.argmin")
+
+    traces = []  # every solve, with or without outer loss, is traced through _solve_flat_with_outer
+    original = argmin_module._solve_flat_with_outer
+    monkeypatch.setattr(argmin_module, "_solve_flat_with_outer", lambda *a: traces.append(a[1] is not None) or original(*a))
+    _compiled._cache.clear()
+    shine = ij.ArgminShine(opa_every=5)  # two maps: the objective and the outer loss
+    grads = [hypergrad(backward, lam=lam) for backward in ("implicit", shine) for lam in (LAM, 2 * LAM)]
+    assert len(_compiled._cache) == 2 and traces == [False, True]  # one trace each, two calls each
+    for i, backward in enumerate(("implicit", shine)):
+        chex.assert_trees_all_close(grads[2 * i], hypergrad(backward, throw=True), rtol=1e-8)

@@ -58,17 +58,25 @@ def _map_key(f: Callable) -> Hashable | None:
 
     A weak reference compares equal to another while both referents are alive and equal. A
     bound method is a new object at every attribute access (``model.apply``), so it is keyed
-    by its object (weakly) and its function.
+    by its object (weakly) and its function. When the referent dies, the programs keyed on it
+    are dropped (:func:`_forget`).
     """
     try:
         if inspect.ismethod(f):
-            key: Hashable = (weakref.ref(f.__self__), f.__func__)
+            key: Hashable = (weakref.ref(f.__self__, _forget), f.__func__)
         else:
-            key = weakref.ref(f)
+            key = weakref.ref(f, _forget)
         hash(key)
     except TypeError:  # not weakly referenceable, or not hashable
         return None
     return key
+
+
+def _forget(dead: weakref.ref) -> None:
+    """Drop the cached programs whose key holds the weak reference ``dead``."""
+    for key in list(_cache):
+        if any(k is dead or (isinstance(k, tuple) and k[0] is dead) for k, *_ in key[1]):
+            _cache.pop(key, None)
 
 
 class Map(NamedTuple):

@@ -37,7 +37,8 @@ def test_a_repeated_eager_call_reuses_one_compiled_program():
     chex.assert_trees_all_close(first, jnp.full(3, 2.0), atol=1e-5)
     chex.assert_trees_all_close(second, jnp.full(3, 4.0), atol=1e-5)
     # another function is another entry, even with the same program
-    solve(f=lambda p, z, x: reads_globals(p, z, x))
+    other = lambda p, z, x: reads_globals(p, z, x)
+    solve(f=other)
     assert len(_compiled._cache) == 2
 
 
@@ -74,10 +75,11 @@ def _clipped(rule_slope):
 
 
 def test_maps_with_custom_derivatives_are_cached_and_keep_their_own_rules():
-    grads = []
+    grads, maps = [], []
     for slope in (1.0, 0.0):
         clip = _clipped(slope)
         f = lambda p, z, x, clip=clip: 0.5 * clip(z) + p * x
+        maps.append(f)  # alive: the cache drops the programs of a map that is gone
         for p in (1.0, 1.0):  # the second call reuses the program although custom_jvp traces anew
             grads.append(jax.grad(lambda p, f=f: jnp.sum(solve(f, p)))(p))
     assert len(_compiled._cache) == 2
@@ -139,3 +141,17 @@ def test_the_cache_keeps_the_most_recent_programs_only(monkeypatch):
     solve(maps[2])  # the newest is still there
     assert len(_compiled._cache) == 2
     chex.assert_trees_all_close(solve(maps[0]), jnp.full(3, 2.0), atol=1e-5)  # the oldest was dropped and comes back
+
+
+def test_the_programs_of_a_map_that_no_longer_exists_are_dropped():
+    import gc
+
+    solve(lambda p, z, x: 0.25 * z + p * x)  # the lambda dies after the call
+    gc.collect()
+    assert len(_compiled._cache) == 0
+    layer = Layer(0.5)
+    solve(layer.apply)
+    assert len(_compiled._cache) == 1
+    del layer
+    gc.collect()
+    assert len(_compiled._cache) == 0

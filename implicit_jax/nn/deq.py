@@ -18,6 +18,7 @@ estimator names. Options that MDEQ-style training needs:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -65,16 +66,7 @@ class DEQ(nnx.Module):
 
     def _pure_cell(self):
         graphdef, state = nnx.split(self.cell)
-
-        def f(s, z, x):
-            s = jax.tree_util.tree_map(lambda leaf: leaf, s)  # fresh variables at this trace level
-            before = jax.tree_util.tree_flatten_with_path(s)[0]
-            cell = nnx.merge(graphdef, s)
-            out = cell(z, x)
-            _raise_if_state_changed(before, jax.tree_util.tree_leaves(nnx.state(cell)))
-            return out
-
-        return f, state
+        return _cell_map(graphdef), state
 
     def __call__(
         self,
@@ -114,6 +106,25 @@ class DEQ(nnx.Module):
 def _variable_name(path) -> str:
     keys = [getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path]
     return ".".join(str(k) for k in keys if k != "value")
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_map(graphdef: nnx.GraphDef):
+    """``f(state, z, x)``: the cell of this graph with ``state``, one function per graph.
+
+    The same graph gets the same function, so an eager ``fixed_point`` reuses the program it
+    compiled for it.
+    """
+
+    def f(s, z, x):
+        s = jax.tree_util.tree_map(lambda leaf: leaf, s)  # fresh variables at this trace level
+        before = jax.tree_util.tree_flatten_with_path(s)[0]
+        cell = nnx.merge(graphdef, s)
+        out = cell(z, x)
+        _raise_if_state_changed(before, jax.tree_util.tree_leaves(nnx.state(cell)))
+        return out
+
+    return f
 
 
 def _raise_if_state_changed(before, after) -> None:

@@ -10,30 +10,33 @@ shapes and configuration reuses it (optimistix does the same with ``equinox.filt
 A ``jax.jit`` of the map itself would be stale: JAX traces a function once per shape and
 keeps the values it read from globals and closure cells then, so a notebook that rebinds
 ``W = ...`` would go on solving with the old ``W``. Here the map is traced at every call
-(:func:`retraced`), every array it reads is an argument of the compiled program (the
-traced program's consts), and the cache key is the map together with the traced program's
-text, which holds its Python scalars and structure. One thing the text does not show is
-which function a ``custom_jvp``/``custom_vjp`` rule or a callback inside the map is: a map
-(the same Python object) that starts calling a *different* such function, with the same
-traced text, through a rebound global reuses the first program.
+(:func:`retraced`) and the cache key is the map together with its traced program's text
+(which holds its Python scalars and structure) and the arrays it reads: a ``jax.Array`` by
+identity (it is immutable, and the cache entry keeps it alive so that no other array takes its
+id), a NumPy array by its bytes. Rebinding a global array therefore compiles anew. One thing the
+text does not show is which function a ``custom_jvp``/``custom_vjp`` rule or a callback inside
+the map is: a map (the same Python object) that starts calling a *different* such function,
+with the same traced text, through a rebound global reuses the first program. A cached program
+keeps its map and the arrays the map reads alive until it is evicted.
 """
 
 from __future__ import annotations
 
 import collections
-import inspect
-import weakref
+import functools
+import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
 import jax
-from jax.extend import core as jax_core
+import numpy as np
+from jax.extend.core import concrete_or_error
 
 #: programs kept; the least recently used is dropped beyond this.
 CACHE_SIZE = 32
 
-#: key -> the jitted solve.
-_cache: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
+#: key -> the jitted solve and what it needs (:class:`_Entry`).
+_cache: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()
 
 
 def retraced(f: Callable) -> Callable:
@@ -54,29 +57,13 @@ def retraced(f: Callable) -> Callable:
 
 
 def _map_key(f: Callable) -> Hashable | None:
-    """A hashable stand-in for ``f`` that does not keep it alive, or ``None`` if there is none.
-
-    A weak reference compares equal to another while both referents are alive and equal. A
-    bound method is a new object at every attribute access (``model.apply``), so it is keyed
-    by its object (weakly) and its function. When the referent dies, the programs keyed on it
-    are dropped (:func:`_forget`).
-    """
+    """``f`` as a cache key (a bound method compares equal to another of the same object and
+    function), or ``None`` if it is not hashable."""
     try:
-        if inspect.ismethod(f):
-            key: Hashable = (weakref.ref(f.__self__, _forget), f.__func__)
-        else:
-            key = weakref.ref(f, _forget)
-        hash(key)
-    except TypeError:  # not weakly referenceable, or not hashable
+        hash(f)
+    except TypeError:
         return None
-    return key
-
-
-def _forget(dead: weakref.ref) -> None:
-    """Drop the cached programs whose key holds the weak reference ``dead``."""
-    for key in list(_cache):
-        if any(k is dead or (isinstance(k, tuple) and k[0] is dead) for k, *_ in key[1]):
-            _cache.pop(key, None)
+    return f
 
 
 class Map(NamedTuple):
@@ -95,64 +82,88 @@ class Map(NamedTuple):
     key_of: Callable | None = None
 
 
-class _Traced(NamedTuple):
-    jaxpr: jax_core.Jaxpr
-    consts: list
-    out_tree: Any
-
-
 def compiled(solve: Callable[..., Any], maps: Sequence[Map], static: tuple) -> Callable[..., Any] | None:
-    """``solve`` under ``jax.jit``, with the maps rebuilt from their traced programs; ``None`` if it cannot be cached.
+    """``solve`` under ``jax.jit``, cached; ``None`` if this call cannot use the cache.
 
     Args:
       solve: ``solve(*maps, *static, *dynamic)``, the computation to compile (part of the key:
         a module-level function).
-      maps: the user functions ``solve`` takes, each traced here (through :func:`retraced`).
+      maps: the user functions ``solve`` takes, each traced here (through :func:`retraced`) for
+        the key, and traced again inside the program when it is first compiled.
       static: hashable configuration (state layout, solver, estimator, stopping criterion).
 
     Returns:
-      A function of the dynamic arguments ``*dynamic``, or ``None`` when a map cannot be keyed
-      or ``static`` is not hashable (the caller then runs ``solve`` op by op).
+      A function of the dynamic arguments ``*dynamic``, or ``None`` when the call is not eager
+      (some argument or closed-over value is traced by ``jit`` or ``vmap``), a map cannot be
+      keyed or ``static`` is not hashable: the caller then runs ``solve`` itself.
     """
+    if not _all_concrete([m.example for m in maps]):
+        return None  # inside a jit (or vmap) trace: the caller traces the solve into it directly
     map_keys = [_map_key(m.fn if m.key_of is None else m.key_of) for m in maps]
     if any(k is None for k in map_keys):
         return None
-    traced = []
-    for m in maps:
+    programs, consts = [], []
+    for k, m in zip(map_keys, maps):
         closed, out_shape = jax.make_jaxpr(retraced(m.fn), return_shape=True)(*m.example)
-        traced.append(_Traced(closed.jaxpr, closed.consts, jax.tree_util.tree_structure(out_shape)))
-    programs = tuple(
-        (k, str(t.jaxpr), jax.tree_util.tree_structure(m.example), t.out_tree) for k, t, m in zip(map_keys, traced, maps)
-    )
-    key = (solve, programs, *static)
+        if not _all_concrete(closed.consts):
+            return None
+        structure = (jax.tree_util.tree_structure(m.example), jax.tree_util.tree_structure(out_shape))
+        programs.append((k, str(closed.jaxpr), structure, tuple(_value_key(c) for c in closed.consts)))
+        consts.append(closed.consts)
+    key = (solve, tuple(programs), *static)
     try:
-        jitted = _cache.get(key)
+        entry = _cache.get(key)
     except TypeError:  # an unhashable configuration
         return None
-    if jitted is None:
-        jitted = _cache[key] = _jit_with_maps(solve, [(t.jaxpr, t.out_tree) for t in traced], static)
+    if entry is None:
+        entry = _cache[key] = _Entry(*_jit_with_maps(solve, static), consts)
     _cache.move_to_end(key)
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
-    consts = [t.consts for t in traced]
-    return lambda *dynamic: jitted(consts, *dynamic)
+    return functools.partial(_call, entry, [m.fn for m in maps])
 
 
-def _rebuilt(jaxpr: jax_core.Jaxpr, out_tree, consts) -> Callable:
-    """The function evaluating ``jaxpr`` with ``consts``, taking and returning pytrees."""
-
-    def traced_map(*args):
-        outputs = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(jaxpr, consts))(*jax.tree_util.tree_leaves(args))
-        return jax.tree_util.tree_unflatten(out_tree, outputs)
-
-    return traced_map
+class _Entry(NamedTuple):
+    jitted: Callable
+    current_maps: list  # the maps of the call in progress, which a (re)trace reads
+    consts: list  # the arrays the key identifies by ``id``, kept alive so that no other array takes their ids
 
 
-def _jit_with_maps(solve, programs: list, static: tuple) -> Callable:
-    """``jax.jit`` of ``(consts, *dynamic) -> solve(*maps, *static, *dynamic)``, map ``i`` evaluating program ``i`` with ``consts[i]``."""
+def _call(entry: _Entry, fns: list, *dynamic):
+    entry.current_maps[:] = fns
+    try:
+        return entry.jitted(*dynamic)
+    finally:
+        entry.current_maps.clear()
 
-    def run(consts, *dynamic):
-        maps = [_rebuilt(jaxpr, out_tree, c) for (jaxpr, out_tree), c in zip(programs, consts)]
-        return solve(*maps, *static, *dynamic)
 
-    return jax.jit(run)
+def _value_key(value) -> Hashable:
+    """What identifies a closed-over array's value: its identity for an immutable ``jax.Array``, its bytes otherwise."""
+    if isinstance(value, jax.Array):
+        return id(value)
+    array = np.asarray(value)
+    return (array.dtype.str, array.shape, hashlib.blake2b(array.tobytes(), digest_size=16).digest())
+
+
+def _all_concrete(tree) -> bool:
+    """Whether every leaf has a concrete value: an eager call, or one under an eager ``jax.grad``.
+
+    Inside a ``jit`` or ``vmap`` trace there is nothing to cache (the solve is traced into the
+    enclosing program), and a map's traced program may hold values of that trace.
+    """
+    try:
+        for leaf in jax.tree_util.tree_leaves(tree):
+            concrete_or_error(None, leaf)
+    except jax.errors.ConcretizationTypeError:
+        return False
+    return True
+
+
+def _jit_with_maps(solve, static: tuple) -> tuple[Callable, list]:
+    """``jax.jit`` of ``(*dynamic) -> solve(*maps, *static, *dynamic)``, the maps those of the call that traces it."""
+    current_maps: list = []
+
+    def run(*dynamic):
+        return solve(*(retraced(fn) for fn in current_maps), *static, *dynamic)
+
+    return jax.jit(run), current_maps

@@ -31,9 +31,9 @@ def _empty_cache():
 
 def test_a_repeated_eager_call_reuses_one_compiled_program():
     first = solve()
-    (jitted,) = _compiled._cache.values()
+    (entry,) = _compiled._cache.values()
     second = solve(p=2.0)  # new values, same shapes: no new trace or compile
-    assert len(_compiled._cache) == 1 and jitted._cache_size() == 1
+    assert len(_compiled._cache) == 1 and entry.jitted._cache_size() == 1
     chex.assert_trees_all_close(first, jnp.full(3, 2.0), atol=1e-5)
     chex.assert_trees_all_close(second, jnp.full(3, 4.0), atol=1e-5)
     # another function is another entry, even with the same program
@@ -58,7 +58,7 @@ def test_rebinding_a_global_the_map_reads_is_not_stale():
     chex.assert_trees_all_close(after_w, jnp.full(3, 4.0), atol=1e-5)  # z = x / (1 - 0.75)
     chex.assert_trees_all_close(after_scale, jnp.full(3, 1 / (1 - 0.375)), atol=1e-5)
     chex.assert_trees_all_close(op_by_op, after_scale, atol=1e-5)
-    assert len(_compiled._cache) == 2  # the array changed values only; the scalar changed the program
+    assert len(_compiled._cache) == 3  # a new array is a new key, and so is a new scalar
 
 
 def _clipped(rule_slope):
@@ -143,15 +143,34 @@ def test_the_cache_keeps_the_most_recent_programs_only(monkeypatch):
     chex.assert_trees_all_close(solve(maps[0]), jnp.full(3, 2.0), atol=1e-5)  # the oldest was dropped and comes back
 
 
-def test_the_programs_of_a_map_that_no_longer_exists_are_dropped():
-    import gc
+def test_inside_jit_the_solve_is_traced_into_the_enclosing_program():
+    # A map that gathers with a closed-over integer index, differentiated inside jit (this
+    # pattern broke when the cached program was also used under jit).
+    index = jnp.array([2, 0, 1])
 
-    solve(lambda p, z, x: 0.25 * z + p * x)  # the lambda dies after the call
-    gc.collect()
+    def f(p, z, x):
+        return 0.5 * z[index][index][index] + p * x  # the composed permutation is the identity
+
+    def loss(p):
+        return jnp.sum(ij.fixed_point(f, p, jnp.ones(3), tol=1e-7, max_steps=200))
+
+    jitted = jax.jit(jax.grad(loss))(1.0)
     assert len(_compiled._cache) == 0
-    layer = Layer(0.5)
-    solve(layer.apply)
+    np.testing.assert_allclose(jitted, 6.0, rtol=1e-4)  # z = 2 p x
+    np.testing.assert_allclose(jax.grad(loss)(1.0), jitted, rtol=1e-6)  # eager: the cached program
     assert len(_compiled._cache) == 1
-    del layer
-    gc.collect()
-    assert len(_compiled._cache) == 0
+
+
+SHIFT = np.zeros(3)
+
+
+def test_a_numpy_array_changed_in_place_is_not_stale():
+    f = lambda p, z, x: 0.5 * z + p * x + SHIFT
+    before = solve(f)
+    SHIFT[:] = 1.0  # same object, new contents: keyed by its bytes
+    try:
+        after = solve(f)
+    finally:
+        SHIFT[:] = 0.0
+    chex.assert_trees_all_close(before, jnp.full(3, 2.0), atol=1e-5)
+    chex.assert_trees_all_close(after, jnp.full(3, 4.0), atol=1e-5)

@@ -251,3 +251,17 @@ def test_an_eager_hypergradient_reuses_its_compiled_program_and_matches_the_op_b
     assert len(_compiled._cache) == 2 and traces == [False, True]  # one trace each, two calls each
     for i, backward in enumerate(("implicit", shine)):
         chex.assert_trees_all_close(grads[2 * i], hypergrad(backward, throw=True), rtol=1e-8)
+
+
+def test_a_hypergradient_inside_jit_with_a_closed_over_integer_index():
+    # the pattern of examples/bilevel/hyper_cleaning.py: per-example weights, labels gathered by index
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((20, 3)), jnp.float32)
+    labels = jnp.asarray(np.arange(20) % 3, jnp.int32)
+
+    def g(w, a):
+        return jnp.mean(jax.nn.sigmoid(a) * ((x @ w)[jnp.arange(20), labels] - 1.0) ** 2) + 1e-3 * jnp.sum(w**2)
+
+    def hypergradient(a):
+        return jax.grad(lambda a: jnp.sum(ij.argmin(g, a, jnp.zeros((3, 3)), tol=1e-8)))(a)
+
+    chex.assert_trees_all_close(jax.jit(hypergradient)(jnp.zeros(20)), hypergradient(jnp.zeros(20)), rtol=1e-4, atol=1e-7)

@@ -82,7 +82,9 @@ class Map(NamedTuple):
     key_of: Callable | None = None
 
 
-def compiled(solve: Callable[..., Any], maps: Sequence[Map], static: tuple) -> Callable[..., Any] | None:
+def compiled(
+    solve: Callable[..., Any], maps: Sequence[Map], static: tuple, *, plain_closure: bool = False
+) -> Callable[..., Any] | None:
     """``solve`` under ``jax.jit``, cached; ``None`` if this call cannot use the cache.
 
     Args:
@@ -91,6 +93,10 @@ def compiled(solve: Callable[..., Any], maps: Sequence[Map], static: tuple) -> C
       maps: the user functions ``solve`` takes, each traced here (through :func:`retraced`) for
         the key, and traced again inside the program when it is first compiled.
       static: hashable configuration (state layout, solver, estimator, stopping criterion).
+      plain_closure: also return ``None`` when a map reads a value traced by an enclosing
+        eager transformation (a ``jax.grad`` of a loss whose map closes over the
+        differentiated parameters): the caller's own ``jax.custom_vjp`` around the program
+        would not see that value as an input.
 
     Returns:
       A function of the dynamic arguments ``*dynamic``, or ``None`` when the call is not eager
@@ -106,6 +112,8 @@ def compiled(solve: Callable[..., Any], maps: Sequence[Map], static: tuple) -> C
     for k, m in zip(map_keys, maps):
         closed, out_shape = jax.make_jaxpr(retraced(m.fn), return_shape=True)(*m.example)
         if not _all_concrete(closed.consts):
+            return None
+        if plain_closure and any(isinstance(c, jax.core.Tracer) for c in closed.consts):
             return None
         structure = (jax.tree_util.tree_structure(m.example), jax.tree_util.tree_structure(out_shape))
         programs.append((k, str(closed.jaxpr), structure, tuple(_value_key(c) for c in closed.consts)))

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from implicit_jax import _compiled, _flat, _partition
 from implicit_jax.errors import raise_if_not_converged
@@ -74,7 +75,64 @@ def _solve_flat(f, layout, solver, backward, criterion, params, x, z0_flat, back
     # custom_vjp sees no leaked tracers and gradients reach them too.
     converted, consts = jax.closure_convert(f, params, _flat.unflatten(layout, z0_flat), x)
     problem = FixedPointProblem(lambda p, z, xx: converted(p[0], z, xx, *p[1]), layout)
-    return backward.solve(problem, solver, criterion, ((params, consts), x), z0_flat, backward_tap)
+    z, info = backward.solve(problem, solver, criterion, ((params, consts), x), z0_flat, backward_tap)
+    return z, (info if layout.batched else _drop_batch(info))
+
+
+def _solve_compiled(f, user_f, static, params, x, z0, z0_flat, tap):
+    """``(z, info)`` of an eager call from cached compiled programs, or ``None`` when the call is traced.
+
+    An estimator with a rescue (``Implicit``'s GMRES fallback) runs without it first; its
+    rescue is compiled and run only if a backward pass reports a failure
+    (:func:`_rescue_on_demand`).
+    """
+    layout, solver, backward, criterion = static
+    maps = [_compiled.Map(f, (params, z0, x), user_f)]
+    quick = backward.without_rescue()
+    if quick is not None:
+        first = _compiled.compiled(_solve_flat, maps, (layout, solver, quick, criterion), plain_closure=True)
+        if first is not None:
+
+            def whole_at(p, xx):
+                return _compiled.compiled(_solve_flat, [maps[0]._replace(example=(p, z0, xx))], static)
+
+            return _rescue_on_demand(first, whole_at, layout.dtype)(params, x, z0_flat, tap)
+    whole = _compiled.compiled(_solve_flat, maps, static)
+    return None if whole is None else whole(params, x, z0_flat, tap)
+
+
+def _rescue_on_demand(first: Callable, whole_at: Callable, dtype) -> Callable:
+    """``(params, x, z0, tap) -> (z, info)`` running ``first`` (the estimator without its rescue), and the whole one where needed.
+
+    The gradient is ``first``'s backward when that reports every sample converged
+    (``BackwardInfo.converged == 1``). Otherwise ``whole_at(params, x)``, the compiled
+    program of the whole estimator, is run from the root ``first`` found (so its forward
+    solve stops at once) and gives the gradient. Under a transformation of the backward
+    pass itself (its values traced), the whole estimator is used without looking.
+    """
+
+    @jax.custom_vjp
+    def solve(params, x, z0, tap):
+        return first(params, x, z0, tap)
+
+    def solve_fwd(params, x, z0, tap):
+        probe = (
+            BackwardInfo(*[np.zeros((), dtype)] * len(BackwardInfo._fields)) if tap is None else tap
+        )  # NumPy: no device op to compile
+        out, pull = jax.vjp(lambda p, xx, t: first(p, xx, z0, t), params, x, probe)
+        return out, (pull, params, x, out[0], probe, tap is not None)
+
+    def solve_bwd(residuals, cotangents):
+        pull, params, x, root, probe, has_tap = residuals
+        d_params, d_x, info = pull(cotangents)
+        if not (_compiled._all_concrete(info) and float(info.converged) >= 1):  # NaN: rescue too
+            whole = whole_at(params, x)
+            _, pull = jax.vjp(lambda p, xx, t: whole(p, xx, root, t), params, x, probe)
+            d_params, d_x, info = pull(cotangents)
+        return d_params, d_x, np.zeros(root.shape, root.dtype), (info if has_tap else None)
+
+    solve.defvjp(solve_fwd, solve_bwd)
+    return solve
 
 
 def _drop_batch(info: SolverInfo) -> SolverInfo:
@@ -168,13 +226,8 @@ def fixed_point(
     static = (layout, solver, backward, criterion)
     # throw=True runs op by op, so that an eager call gets the adjoint's NonConvergenceError as
     # itself (raised from a compiled program it arrives inside a JaxRuntimeError).
-    solve = None if throw else _compiled.compiled(_solve_flat, [_compiled.Map(f, (params, z0, x), user_f)], static)
-    if solve is None:
-        z, info = _solve_flat(f, *static, params, x, z0_flat, backward_tap)
-    else:
-        z, info = solve(params, x, z0_flat, backward_tap)
-    if not batched:
-        info = _drop_batch(info)
+    solved = None if throw else _solve_compiled(f, user_f, static, params, x, z0, z0_flat, backward_tap)
+    z, info = _solve_flat(f, *static, params, x, z0_flat, backward_tap) if solved is None else solved
     if throw:
         raise_if_not_converged(info)
     z = _flat.unflatten(layout, z)

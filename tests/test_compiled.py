@@ -1,5 +1,7 @@
 """Eager calls run one cached ``jax.jit`` program, keyed on the map's traced program, never stale."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -174,3 +176,42 @@ def test_a_numpy_array_changed_in_place_is_not_stale():
         SHIFT[:] = 0.0
     chex.assert_trees_all_close(before, jnp.full(3, 2.0), atol=1e-5)
     chex.assert_trees_all_close(after, jnp.full(3, 4.0), atol=1e-5)
+
+
+H = jnp.array([[5.0, 0.3, 0.1], [0.3, 5.5, 0.2], [0.1, 0.2, 6.0]], jnp.float32)
+
+
+def newton_like(b, w, _):  # Jacobian eigenvalues -4 to -5: the adjoint iteration diverges, GMRES is needed
+    return w - (H @ w - b)
+
+
+def backward_configs():
+    return [key[4] for key in _compiled._cache]  # key = (solve, programs, layout, solver, backward, criterion)
+
+
+def test_an_eager_gradient_compiles_the_rescue_only_for_an_adjoint_that_fails():
+    f, params, x, c = tanh_layer(d=5, batch=2)
+
+    def loss(p, tap):
+        return jnp.sum(c * ij.fixed_point(f, p, x, batched=True, tol=1e-6, backward_tap=tap))
+
+    grads, info = jax.grad(loss, argnums=(0, 1))(params, ij.backward_tap())
+    assert backward_configs() == [ij.Implicit(fallback=None)]  # the adjoint converged: no GMRES compiled
+    assert float(info.converged) == 1.0 and float(info.fallback_fraction) == 0.0
+    chex.assert_trees_all_close(grads, jax.jit(jax.grad(loss, argnums=0))(params, None), rtol=1e-5, atol=1e-7)
+
+    b = jnp.array([1.0, 2.0, 3.0])
+    iteration = ij.Implicit(solver="fixed_point_iteration")  # diverges here (Anderson's adjoint would converge)
+
+    def solution(b, tap=None):
+        return ij.fixed_point(newton_like, b, (), z0=jnp.zeros(3), solver="broyden", backward=iteration, backward_tap=tap)
+
+    grad, info = jax.grad(lambda b, tap: jnp.sum(solution(b, tap)), argnums=(0, 1))(b, ij.backward_tap())
+    # the adjoint iteration failed, so the whole estimator ran from the root: rescued by GMRES
+    assert backward_configs()[-2:] == [dataclasses.replace(iteration, fallback=None), iteration]
+    assert float(info.fallback_fraction) == 1.0 and float(info.converged) == 1.0
+    chex.assert_trees_all_close(grad, jnp.linalg.solve(H.T, jnp.ones(3)), rtol=1e-5)
+    chex.assert_trees_all_close(jax.grad(lambda b: jnp.sum(solution(b)))(b), grad, rtol=1e-6)  # without a tap
+    # a pullback run under jit cannot look at the failure: the whole estimator is traced
+    _, pull = jax.vjp(solution, b)
+    chex.assert_trees_all_close(jax.jit(pull)(jnp.ones(3))[0], grad, rtol=1e-5)

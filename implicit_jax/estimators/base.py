@@ -103,6 +103,15 @@ class AbstractBackward(abc.ABC):
     def check_solver(self, solver: AbstractFixedPointSolver) -> None:  # noqa: B027 (optional hook; default: any solver)
         """Raise if this estimator cannot run with ``solver`` (default: any solver works)."""
 
+    def without_rescue(self) -> AbstractBackward | None:
+        """This estimator without the rescue its backward runs where its first attempt fails, or ``None`` if it has none.
+
+        An eager call runs that one first and the whole estimator only when its backward
+        reports a failure (``BackwardInfo.converged`` below one), so that the rescue is
+        compiled only when some gradient needs it.
+        """
+        return None
+
     @abc.abstractmethod
     def solve(
         self,

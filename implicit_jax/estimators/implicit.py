@@ -193,3 +193,9 @@ class Implicit(LinearSolveOptions, AbstractBackward):
 
     def solve(self, problem, solver, criterion, inputs, z0, tap):
         return implicit_fixed_point(self, problem, solver, criterion, inputs, z0, tap)
+
+    def without_rescue(self) -> Implicit | None:
+        """The fixed-point adjoint solve alone (``fallback=None``), when there is a fallback to defer."""
+        if self.fallback is None or not isinstance(self.solver, AbstractFixedPointSolver):
+            return None
+        return dataclasses.replace(self, fallback=None)

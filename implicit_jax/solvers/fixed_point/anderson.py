@@ -63,7 +63,9 @@ def _push(state: AndersonState, x: jax.Array, fx: jax.Array, active: jax.Array) 
     target = jnp.where(active, slot, memory)  # out of bounds: dropped
     gs = state.gs.at[rows, target].set(g, mode="drop")
     cross = jnp.einsum("bmn,bn->bm", gs, g, preferred_element_type=state.gram.dtype)
-    gram = state.gram.at[rows, target].set(cross, mode="drop").at[rows, :, target].set(cross, mode="drop")
+    # the small Gram matrix's row and column by a mask: one elementwise kernel instead of two scatters
+    written = (jnp.arange(memory)[None, :] == target[:, None])[:, :, None]  # (batch, m, 1)
+    gram = jnp.where(written, cross[:, None, :], jnp.where(jnp.swapaxes(written, 1, 2), cross[:, :, None], state.gram))
     return AndersonState(
         state.fs.at[rows, target].set(fx, mode="drop"), gs, gram, state.count + active.astype(jnp.int32), state.fallbacks
     )
@@ -147,6 +149,11 @@ def effective_regularization(regularization: float, memory: int, dtype) -> float
     return max(float(regularization), 10.0 * memory * float(jnp.finfo(dtype).eps))
 
 
+def _diagonal(a: jax.Array) -> jax.Array:
+    """The diagonals of ``(..., m, m)`` matrices as a masked sum, which fuses into its consumer (``jnp.diagonal`` is a gather kernel of its own)."""
+    return jnp.sum(jnp.where(jnp.eye(a.shape[-1], dtype=bool), a, 0), axis=-1)
+
+
 def mixing_weights(gram: jax.Array, valid: jax.Array, regularization: float) -> tuple[jax.Array, jax.Array]:
     r"""Weights :math:`\alpha` (summing to one over valid slots) from Gram matrices ``(..., m, m)`` of residuals.
 
@@ -156,7 +163,7 @@ def mixing_weights(gram: jax.Array, valid: jax.Array, regularization: float) -> 
     least squares was numerically degenerate and ``alpha`` is finite but meaningless (see
     :func:`solve_spd`).
     """
-    diagonal = jnp.diagonal(gram, axis1=-2, axis2=-1)
+    diagonal = _diagonal(gram)
     rho = effective_regularization(regularization, valid.shape[-1], gram.dtype)
     both = valid[..., :, None] & valid[..., None, :]
     eye = jnp.eye(valid.shape[-1], dtype=gram.dtype)
@@ -204,7 +211,7 @@ def multisecant_rmatvec(state: AndersonState, v: jax.Array, mixing: float, regul
     # Delta G_i . Delta G_j = G_kk - G_ki - G_kj + G_ij
     dgdg = g_kk[:, None, None] - g_k[:, :, None] - g_k[:, None, :] + gram
     rho = effective_regularization(regularization, memory, acc)
-    diagonal = jnp.diagonal(gram, axis1=-2, axis2=-1)
+    diagonal = _diagonal(gram)
     normal = dgdg + rho * (jnp.eye(memory, dtype=acc) * diagonal[:, None, :] + g_kk[:, None, None])
     both = differences[:, :, None] & differences[:, None, :]
     system = (

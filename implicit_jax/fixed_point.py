@@ -198,7 +198,9 @@ def fixed_point(
     Called outside ``jax.jit`` (or under an eager ``jax.grad``), the solve and its backward run
     as compiled programs kept in a small cache keyed on ``f``'s traced program, its shapes and
     the configuration, so a repeated call does not compile again; ``f`` is traced at every call,
-    so globals and closure values it reads are always current.
+    so globals and closure values it reads are always current. An estimator with a rescue
+    (``Implicit``'s GMRES fallback) runs without it first, and the rescue is compiled and run
+    only for a backward pass that reports a failure (the gradient is the same).
     """
     solver = resolve_solver(solver)
     backward = resolve_backward(backward)

@@ -7,6 +7,7 @@ Flax ``apply``: ``f(params, z, x) -> z``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -93,8 +94,9 @@ def _solve_compiled(f, user_f, static, params, x, z0, z0_flat, tap):
         first = _compiled.compiled(_solve_flat, maps, (layout, solver, quick, criterion), plain_closure=True)
         if first is not None:
 
-            def whole_at(p, xx):
-                return _compiled.compiled(_solve_flat, [maps[0]._replace(example=(p, z0, xx))], static)
+            def whole_at(p, xx):  # traced residuals (a transformed pullback): the solve traced into that program
+                whole = _compiled.compiled(_solve_flat, [maps[0]._replace(example=(p, z0, xx))], static)
+                return functools.partial(_solve_flat, f, *static) if whole is None else whole
 
             return _rescue_on_demand(first, whole_at, layout.dtype)(params, x, z0_flat, tap)
     whole = _compiled.compiled(_solve_flat, maps, static)
@@ -116,9 +118,8 @@ def _rescue_on_demand(first: Callable, whole_at: Callable, dtype) -> Callable:
         return first(params, x, z0, tap)
 
     def solve_fwd(params, x, z0, tap):
-        probe = (
-            BackwardInfo(*[np.zeros((), dtype)] * len(BackwardInfo._fields)) if tap is None else tap
-        )  # NumPy: no device op to compile
+        # a tap of NumPy zeros: no device operation to compile
+        probe = BackwardInfo(*[np.zeros((), dtype)] * len(BackwardInfo._fields)) if tap is None else tap
         out, pull = jax.vjp(lambda p, xx, t: first(p, xx, z0, t), params, x, probe)
         return out, (pull, params, x, out[0], probe, tap is not None)
 

@@ -8,7 +8,9 @@ right, so any forward solver can solve it, per sample, warm-started at
 :math:`u_0 = g`; a linear solver (``GMRES(restart=20)``, or the name ``"gmres"``) solves
 :math:`(I - J^\top) u = g`, restarted GMRES also per sample (:class:`implicit_jax.solvers.GMRES`),
 which converges even where the fixed-point iteration on the adjoint does not (spectral
-radius of :math:`J` above one).
+radius of :math:`J` above one). The default, ``solver="auto"``, forms :math:`I - J^\top` from
+:math:`n` VJPs and solves it by LU (:class:`implicit_jax.solvers.LU`) when the state is small
+(``AUTO_DIRECT_MAX_ENTRIES``), and iterates with Anderson and the GMRES fallback otherwise.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from implicit_jax.adjoint import BackwardInfo, custom_root, solver_backward_info
 from implicit_jax.estimators.base import AbstractBackward
 from implicit_jax.solvers import (
     GMRES,
+    LU,
     SOLVERS,
     AbstractFixedPointSolver,
     AbstractLinearSolver,
+    Anderson,
     SolverInfo,
     StopCriterion,
     iterate,
@@ -38,8 +42,15 @@ from implicit_jax.solvers import (
 #: fallback after a few steps instead of ``max_steps``.
 ADJOINT_DIVERGENCE_RATIO = 1e4
 
-#: names accepted by ``Implicit(solver=...)`` and ``ImplicitJVP(solver=...)``: the fixed-point solvers and GMRES.
-ADJOINT_SOLVERS = tuple(sorted(SOLVERS)) + ("gmres",)
+#: ``solver="auto"`` solves directly (:class:`~implicit_jax.solvers.LU`) when the system's
+#: matrices hold at most this many entries in all (``batch * n * n``: one sample of 32 units,
+#: or 16 samples of 8), and iterates (Anderson, with the ``fallback``) above. Up to this size
+#: forming the matrices takes no more products than an iterative solve takes steps, runs as
+#: fast, is exact, and compiles to no loop at all.
+AUTO_DIRECT_MAX_ENTRIES = 1024
+
+#: names accepted by ``Implicit(solver=...)`` and ``ImplicitJVP(solver=...)``: ``"auto"``, the fixed-point solvers, GMRES and LU.
+ADJOINT_SOLVERS = ("auto", *sorted(SOLVERS), "gmres", "lu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +62,12 @@ class LinearSolveOptions:
     :math:`J^\top` for cotangents).
 
     Attributes:
-      solver: a fixed-point solver iterating :math:`u \mapsto A u + b` (``Anderson()``...) or a
-        linear solver for :math:`(I - A) u = b` (``GMRES(restart=20)``), or one of the names
-        ``ADJOINT_SOLVERS``; names are resolved to default-configured objects.
+      solver: ``"auto"`` (the default): :class:`~implicit_jax.solvers.LU` on the formed
+        matrices when they hold at most ``AUTO_DIRECT_MAX_ENTRIES`` entries in all (small
+        states), else ``Anderson()`` with the ``fallback``. Or a fixed-point solver iterating
+        :math:`u \mapsto A u + b` (``Anderson()``...), a linear solver for
+        :math:`(I - A) u = b` (``GMRES(restart=20)``, ``LU()``), or one of the names
+        ``ADJOINT_SOLVERS``; names other than ``"auto"`` are resolved to default-configured objects.
       tol: tolerance (default: the forward ``tol``), on the residual
         :math:`\|u - A u - b\|` in the forward's ``stop_mode``.
       max_steps: iteration cap (default: the forward ``max_steps``).
@@ -68,7 +82,7 @@ class LinearSolveOptions:
         sample is handed over after a few steps.
     """
 
-    solver: str | AbstractFixedPointSolver | AbstractLinearSolver = "anderson"
+    solver: str | AbstractFixedPointSolver | AbstractLinearSolver = "auto"
     tol: float | None = None
     max_steps: int | None = None
     gmres_restart: int | None = None
@@ -82,8 +96,9 @@ class LinearSolveOptions:
                 raise ValueError(
                     f"unknown {kind}(solver={solver!r}); valid names are {list(ADJOINT_SOLVERS)}, or a configured solver object such as GMRES(restart=20)."
                 )
-            solver = GMRES() if solver == "gmres" else resolve_solver(solver)
-        if not isinstance(solver, (AbstractFixedPointSolver, AbstractLinearSolver)):
+            named: dict[str, str | AbstractLinearSolver] = {"auto": "auto", "gmres": GMRES(), "lu": LU()}
+            solver = named[solver] if solver in named else resolve_solver(solver)
+        if not (solver == "auto" or isinstance(solver, (AbstractFixedPointSolver, AbstractLinearSolver))):
             raise TypeError(
                 f"{kind}(solver=...) takes a name in {list(ADJOINT_SOLVERS)}, a fixed-point solver or a linear solver object, got {solver!r}."
             )
@@ -107,6 +122,12 @@ class LinearSolveOptions:
         if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 1):
             raise ValueError(f"{kind}(max_steps=...) must be an integer >= 1, got {self.max_steps!r}.")
 
+    def solver_for(self, batch: int, n: int) -> AbstractFixedPointSolver | AbstractLinearSolver:
+        """The solver of a ``(batch, n)`` system: ``solver``, or what ``"auto"`` picks for that size."""
+        if not isinstance(self.solver, str):
+            return self.solver
+        return LU() if batch * n * n <= AUTO_DIRECT_MAX_ENTRIES else Anderson()
+
     def adjoint_criterion(self, forward: StopCriterion) -> StopCriterion:
         return StopCriterion(
             tol=forward.tol if self.tol is None else self.tol,
@@ -123,7 +144,8 @@ def solve_linear_fixed_point(
     r"""Solve :math:`u = A u + b` (``apply_a`` applies the linear map :math:`A`), per sample, warm-started at :math:`u_0 = b`.
 
     A fixed-point solver iterates the map itself; a linear solver solves :math:`(I - A) u = b`
-    (GMRES with one Krylov space per sample; its relative residual is over :math:`\|b\|`).
+    (GMRES with one Krylov space per sample, or LU of each sample's formed matrix; its relative
+    residual is over :math:`\|b\|`). ``"auto"`` picks by the size of ``b`` (:meth:`LinearSolveOptions.solver_for`).
     Samples that a fixed-point solver leaves unconverged are re-solved by ``config.fallback``
     (:func:`rescue_unconverged`).
     """
@@ -131,11 +153,11 @@ def solve_linear_fixed_point(
     def residual_map(v):
         return v - apply_a(v)
 
-    if isinstance(config.solver, AbstractLinearSolver):
-        u, solver_info = config.solver.solve(residual_map, b, b, criterion)
+    solver = config.solver_for(*b.shape)
+    if isinstance(solver, AbstractLinearSolver):
+        u, solver_info = solver.solve(residual_map, b, b, criterion)
         return u, solver_backward_info(solver_info, b.dtype)
-    assert isinstance(config.solver, AbstractFixedPointSolver)  # names are resolved in __post_init__
-    u, solver_info, _ = iterate(config.solver, lambda u: apply_a(u) + b, b, criterion)
+    u, solver_info, _ = iterate(solver, lambda u: apply_a(u) + b, b, criterion)
     if config.fallback is None:
         return u, solver_backward_info(solver_info, b.dtype)
     return rescue_unconverged(config.fallback, residual_map, b, u, solver_info, criterion)
@@ -196,6 +218,6 @@ class Implicit(LinearSolveOptions, AbstractBackward):
 
     def without_rescue(self) -> Implicit | None:
         """The fixed-point adjoint solve alone (``fallback=None``), when there is a fallback to defer."""
-        if self.fallback is None or not isinstance(self.solver, AbstractFixedPointSolver):
+        if self.fallback is None or isinstance(self.solver, AbstractLinearSolver):
             return None
         return dataclasses.replace(self, fallback=None)

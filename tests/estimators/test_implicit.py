@@ -210,3 +210,26 @@ def test_only_the_unconverged_samples_are_rescued():
 def test_fallback_option_is_checked():
     with pytest.raises(TypeError, match="fallback"):
         ij.Implicit(fallback="gmres")
+
+
+def test_auto_solves_a_small_state_directly_and_a_larger_one_by_iteration():
+    config = ij.Implicit()
+    assert config.solver == "auto" and isinstance(config.solver_for(1, 32), ij.LU)
+    assert isinstance(config.solver_for(16, 8), ij.LU) and isinstance(config.solver_for(2, 32), ij.Anderson)
+    for d, batch, direct in ((8, 2, True), (24, 2, False)):  # 2 * 8 * 8 = 128 and 2 * 24 * 24 = 1152 entries
+        f, params, x, c = tanh_layer(d=d, batch=batch)
+
+        def loss(p, tap):
+            return jnp.sum(c * ij.fixed_point(f, p, x, batched=True, tol=1e-10, max_steps=200, backward_tap=tap))
+
+        grads, info = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, ij.backward_tap(jnp.float64))
+        z = ij.fixed_point(f, params, x, batched=True, tol=1e-10, max_steps=200)
+        chex.assert_trees_all_close(grads, dense_implicit_grad(f, params, x, z, c)[0], atol=1e-8)
+        assert float(info.converged) == 1.0 and (float(info.steps) == 1.0) == direct
+        assert float(info.rel_residual) <= (1e-14 if direct else 1e-10)
+
+
+def test_auto_differentiates_a_non_contractive_small_map_exactly_without_a_rescue():
+    jac, info = jacobian_and_info(ij.Implicit())  # the Newton-like map: J has eigenvalues -4 to -5
+    chex.assert_trees_all_close(jac, jnp.linalg.inv(H), atol=1e-6)
+    assert float(info.fallback_fraction) == 0.0 and float(info.converged) == 1.0 and float(info.steps) == 1.0

@@ -88,7 +88,7 @@ def test_an_option_of_another_estimator_is_refused_with_the_valid_ones():
     config = base_config()
     config.backward_options = dict(k=3)  # backward is 'implicit', which has no k
     with pytest.raises(
-        ValueError, match=r"backward 'implicit' has no option 'k'. Options of 'implicit' \(with defaults\): solver='anderson'"
+        ValueError, match=r"backward 'implicit' has no option 'k'. Options of 'implicit' \(with defaults\): solver='auto'"
     ):
         validate_config(config)
     config = base_config()

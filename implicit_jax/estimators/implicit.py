@@ -9,7 +9,7 @@ right, so any forward solver can solve it, per sample, warm-started at
 :math:`(I - J^\top) u = g`, restarted GMRES also per sample (:class:`implicit_jax.solvers.GMRES`),
 which converges even where the fixed-point iteration on the adjoint does not (spectral
 radius of :math:`J` above one). The default, ``solver="auto"``, forms :math:`I - J^\top` from
-:math:`n` VJPs and solves it by LU (:class:`implicit_jax.solvers.LU`) when the state is small
+:math:`n` VJPs and solves it directly (:class:`implicit_jax.solvers.Dense`) when the state is small
 (``AUTO_DIRECT_MAX_ENTRIES``), and iterates with Anderson and the GMRES fallback otherwise.
 """
 
@@ -26,11 +26,11 @@ from implicit_jax.adjoint import BackwardInfo, custom_root, solver_backward_info
 from implicit_jax.estimators.base import AbstractBackward
 from implicit_jax.solvers import (
     GMRES,
-    LU,
     SOLVERS,
     AbstractFixedPointSolver,
     AbstractLinearSolver,
     Anderson,
+    Dense,
     SolverInfo,
     StopCriterion,
     iterate,
@@ -42,15 +42,15 @@ from implicit_jax.solvers import (
 #: fallback after a few steps instead of ``max_steps``.
 ADJOINT_DIVERGENCE_RATIO = 1e4
 
-#: ``solver="auto"`` solves directly (:class:`~implicit_jax.solvers.LU`) when the system's
+#: ``solver="auto"`` solves directly (:class:`~implicit_jax.solvers.Dense`) when the system's
 #: matrices hold at most this many entries in all (``batch * n * n``: one sample of 32 units,
 #: or 16 samples of 8), and iterates (Anderson, with the ``fallback``) above. Up to this size
 #: forming the matrices takes no more products than an iterative solve takes steps, runs as
 #: fast, is exact, and compiles to no loop at all.
 AUTO_DIRECT_MAX_ENTRIES = 1024
 
-#: names accepted by ``Implicit(solver=...)`` and ``ImplicitJVP(solver=...)``: ``"auto"``, the fixed-point solvers, GMRES and LU.
-ADJOINT_SOLVERS = ("auto", *sorted(SOLVERS), "gmres", "lu")
+#: names accepted by ``Implicit(solver=...)`` and ``ImplicitJVP(solver=...)``: ``"auto"``, the fixed-point solvers, GMRES and Dense.
+ADJOINT_SOLVERS = ("auto", *sorted(SOLVERS), "gmres", "dense")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +62,11 @@ class LinearSolveOptions:
     :math:`J^\top` for cotangents).
 
     Attributes:
-      solver: ``"auto"`` (the default): :class:`~implicit_jax.solvers.LU` on the formed
+      solver: ``"auto"`` (the default): :class:`~implicit_jax.solvers.Dense` on the formed
         matrices when they hold at most ``AUTO_DIRECT_MAX_ENTRIES`` entries in all (small
         states), else ``Anderson()`` with the ``fallback``. Or a fixed-point solver iterating
         :math:`u \mapsto A u + b` (``Anderson()``...), a linear solver for
-        :math:`(I - A) u = b` (``GMRES(restart=20)``, ``LU()``), or one of the names
+        :math:`(I - A) u = b` (``GMRES(restart=20)``, ``Dense()``), or one of the names
         ``ADJOINT_SOLVERS``; names other than ``"auto"`` are resolved to default-configured objects.
       tol: tolerance (default: the forward ``tol``), on the residual
         :math:`\|u - A u - b\|` in the forward's ``stop_mode``.
@@ -96,7 +96,7 @@ class LinearSolveOptions:
                 raise ValueError(
                     f"unknown {kind}(solver={solver!r}); valid names are {list(ADJOINT_SOLVERS)}, or a configured solver object such as GMRES(restart=20)."
                 )
-            named: dict[str, str | AbstractLinearSolver] = {"auto": "auto", "gmres": GMRES(), "lu": LU()}
+            named: dict[str, str | AbstractLinearSolver] = {"auto": "auto", "gmres": GMRES(), "dense": Dense()}
             solver = named[solver] if solver in named else resolve_solver(solver)
         if not (solver == "auto" or isinstance(solver, (AbstractFixedPointSolver, AbstractLinearSolver))):
             raise TypeError(
@@ -126,7 +126,7 @@ class LinearSolveOptions:
         """The solver of a ``(batch, n)`` system: ``solver``, or what ``"auto"`` picks for that size."""
         if not isinstance(self.solver, str):
             return self.solver
-        return LU() if batch * n * n <= AUTO_DIRECT_MAX_ENTRIES else Anderson()
+        return Dense() if batch * n * n <= AUTO_DIRECT_MAX_ENTRIES else Anderson()
 
     def adjoint_criterion(self, forward: StopCriterion) -> StopCriterion:
         return StopCriterion(
@@ -144,7 +144,7 @@ def solve_linear_fixed_point(
     r"""Solve :math:`u = A u + b` (``apply_a`` applies the linear map :math:`A`), per sample, warm-started at :math:`u_0 = b`.
 
     A fixed-point solver iterates the map itself; a linear solver solves :math:`(I - A) u = b`
-    (GMRES with one Krylov space per sample, or LU of each sample's formed matrix; its relative
+    (GMRES with one Krylov space per sample, or a factorisation of each sample's formed matrix; its relative
     residual is over :math:`\|b\|`). ``"auto"`` picks by the size of ``b`` (:meth:`LinearSolveOptions.solver_for`).
     Samples that a fixed-point solver leaves unconverged are re-solved by ``config.fallback``
     (:func:`rescue_unconverged`).

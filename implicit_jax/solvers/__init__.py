@@ -1,7 +1,7 @@
 """Pure-JAX solvers under ``lax.while_loop``, grouped by kind.
 
 * :mod:`~implicit_jax.solvers.fixed_point`: fixed-point iteration, Anderson, Broyden (and the driver :func:`iterate`);
-* :mod:`~implicit_jax.solvers.linear`: CG, per-row restarted GMRES and LU (small systems) as configured objects;
+* :mod:`~implicit_jax.solvers.linear`: CG, per-row restarted GMRES and Dense (small systems, formed and factorised) as configured objects;
 * :mod:`~implicit_jax.solvers.minimizers`: L-BFGS and Optax optimizers (and the driver :func:`minimize`);
 * :mod:`~implicit_jax.solvers.stopping`: the stopping rule and the diagnostics they share.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 from implicit_jax._registry import resolve
 from implicit_jax.solvers.fixed_point import AbstractFixedPointSolver, Anderson, Broyden, FixedPointIteration, iterate
-from implicit_jax.solvers.linear import CG, GMRES, LU, AbstractLinearSolver, CGInfo, conjugate_gradient, gmres, lu_solve
+from implicit_jax.solvers.linear import CG, GMRES, AbstractLinearSolver, CGInfo, Dense, conjugate_gradient, dense_solve, gmres
 from implicit_jax.solvers.minimizers import LBFGS, AbstractMinimizer, MinimizeInfo, OptaxMinimizer, minimize
 from implicit_jax.solvers.stopping import STOP_MODES, SolverInfo, StopCriterion
 
@@ -23,7 +23,7 @@ SOLVERS = {
 }
 
 #: linear solver names, mapped to default configurations.
-LINEAR_SOLVERS = {"cg": CG, "gmres": GMRES, "lu": LU}
+LINEAR_SOLVERS = {"cg": CG, "gmres": GMRES, "dense": Dense}
 
 
 def resolve_solver(solver, option: str = "solver", options: Mapping[str, Any] | None = None) -> AbstractFixedPointSolver:
@@ -38,7 +38,7 @@ def resolve_solver(solver, option: str = "solver", options: Mapping[str, Any] | 
 def resolve_linear_solver(
     solver, option: str = "linear solver", options: Mapping[str, Any] | None = None
 ) -> AbstractLinearSolver:
-    """A linear solver name (``"cg"``, ``"gmres"``, ``"lu"``, with ``options``) or configured object -> configured object."""
+    """A linear solver name (``"cg"``, ``"gmres"``, ``"dense"``, with ``options``) or configured object -> configured object."""
     return resolve(solver, LINEAR_SOLVERS, AbstractLinearSolver, option, "GMRES(restart=20) or CG()", options)
 
 
@@ -47,7 +47,6 @@ __all__ = [
     "GMRES",
     "LBFGS",
     "LINEAR_SOLVERS",
-    "LU",
     "SOLVERS",
     "STOP_MODES",
     "AbstractFixedPointSolver",
@@ -56,15 +55,16 @@ __all__ = [
     "Anderson",
     "Broyden",
     "CGInfo",
+    "Dense",
     "FixedPointIteration",
     "MinimizeInfo",
     "OptaxMinimizer",
     "SolverInfo",
     "StopCriterion",
     "conjugate_gradient",
+    "dense_solve",
     "gmres",
     "iterate",
-    "lu_solve",
     "minimize",
     "resolve_linear_solver",
     "resolve_solver",

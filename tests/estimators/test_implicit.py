@@ -214,8 +214,8 @@ def test_fallback_option_is_checked():
 
 def test_auto_solves_a_small_state_directly_and_a_larger_one_by_iteration():
     config = ij.Implicit()
-    assert config.solver == "auto" and isinstance(config.solver_for(1, 32), ij.LU)
-    assert isinstance(config.solver_for(16, 8), ij.LU) and isinstance(config.solver_for(2, 32), ij.Anderson)
+    assert config.solver == "auto" and isinstance(config.solver_for(1, 32), ij.Dense)
+    assert isinstance(config.solver_for(16, 8), ij.Dense) and isinstance(config.solver_for(2, 32), ij.Anderson)
     for d, batch, direct in ((8, 2, True), (24, 2, False)):  # 2 * 8 * 8 = 128 and 2 * 24 * 24 = 1152 entries
         f, params, x, c = tanh_layer(d=d, batch=batch)
 
